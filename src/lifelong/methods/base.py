@@ -1,0 +1,213 @@
+"""The one interface every method implements.
+
+A method is a `LightningModule` that owns an `IncrementalNet` (backbone + one head per task) and
+everything else it needs across tasks (a frozen previous model, Fisher matrices, masks, encoders,
+a generator, ...) as submodules or buffers, so that its whole state is in `state_dict()`. The
+runner (`lifelong.run`) knows no method by name; per task it calls
+
+    method.begin_task(task)       # grow: a new head, per-task layers, masks; snapshot what is needed
+    method.fit_task(task, fit)    # one Lightning fit per `Phase` from `method.phases(task)`
+    method.end_task(task, data)   # between-task work: Fisher, autoencoders, generator, BN snapshots
+
+and then evaluates the two prediction paths on every seen task:
+
+    method.task_aware_logits(x, u)   # logits over task u's classes only (TAW)
+    method.task_agnostic_logits(x)   # logits over every class seen so far (TAG)
+
+A training step returns the sum of the named terms of `loss_terms(x, y)`; each term is logged on
+its own as `loss/<name>` (or `<phase>/loss/<name>` in a phase other than "train").
+
+How the four methods we own fit this interface, so that none of them needs the runner changed:
+
+- ABD (Smith et al., ICCV 2021): `end_task` trains the generator by inverting the frozen model.
+  That is a `Phase` of its own (a fit whose "batches" are generator iterations, with its own Adam
+  optimizer and `parameters`), or a plain loop with a progress bar. In the next task's `loss_terms`
+  a synthetic batch from the frozen generator joins the real one: local CE on real data, head-only
+  CE on detached features of real + synthetic, importance-weighted feature distillation against
+  `old_net`. The generator and `old_net` are listed in `frozen_modules()`, so they stay in eval mode
+  however Lightning toggles `train()`, and their parameters never reach an optimizer.
+- MIND (Bonato et al., AAAI 2024): `phases()` returns two phases, "teacher" (a fresh model of the
+  same architecture, a submodule, trained from scratch on the task) and "distill" (the gated
+  sub-network, CE + beta * symmetric KL to the teacher). `begin_task` allocates the task's share of
+  weights (owner maps are buffers); `end_task` snapshots the task's BatchNorm statistics. It
+  overrides both prediction paths: task-aware uses the task's sub-network; task-agnostic runs every
+  sub-network and keeps the most confident one.
+- CLR (Ge et al., ICCV 2023): the backbone is frozen and pretrained; `begin_task` adds the task's
+  reprogramming kernels, BatchNorm copy and head; `task_aware_logits(x, u)` routes through task u's
+  reprogramming, `task_agnostic_logits` picks the most confident task.
+- EBLL (Rannen Triki et al., ICCV 2017): `phases()` returns "warmup" (new head only, via the
+  phase's `parameters`) and "train" (CE + LwF distillation + code loss against every old encoder);
+  `end_task` trains the task's autoencoder on cached features of the frozen model and keeps its
+  encoder (a submodule in a `ModuleList`).
+
+Defaults here follow FACIL (Masana et al., TPAMI 2022), whose `Inc_Learning_Appr` is the model.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lifelong.data.scenario import Task
+from lifelong.errors import ConfigError
+from lifelong.models.net import IncrementalNet
+
+CE_SCOPES = ("current", "seen")
+
+
+@dataclass
+class Phase:
+    """One Lightning fit inside a task, with its own epochs, optimizer and data.
+
+    `data` is "task" (the current task's training split), "seen" (every task so far, pooled) or a
+    ready `DataLoader` (e.g. noise batches for a generator; such batches are passed on untouched).
+    `parameters` returns what the optimizer trains; by default every parameter that requires grad
+    outside `frozen_modules()`. `validate` runs the task's validation split after each epoch.
+    """
+
+    name: str
+    epochs: int
+    optimizer: Callable[..., torch.optim.Optimizer]
+    scheduler: Callable[..., Any] | None = None
+    data: Any = "task"
+    parameters: Callable[[], Iterable[nn.Parameter]] | None = None
+    callbacks: list = field(default_factory=list)
+    validate: bool = True
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients and put the module in eval mode (BatchNorm statistics stay as they are)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+class ContinualMethod(L.LightningModule):
+    """Base class: fine-tuning with per-task heads. Subclasses add their own terms and hooks.
+
+    Args:
+        backbone: feature extractor exposing `out_dim`.
+        optimizer: factory `params -> Optimizer` (Hydra `_partial_`), used for the "train" phase.
+        scheduler: factory `optimizer -> LRScheduler`, stepped per epoch, or None.
+        epochs: epochs of the "train" phase of every task.
+        ce_scope: "current" — cross-entropy over the current task's head only (FACIL's default,
+            `all_outputs=False`); "seen" — over every head so far.
+    """
+
+    keeps_old_model: bool = False  # set by methods that need a frozen copy of the previous model
+
+    def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
+                 epochs: int = 1, ce_scope: str = "current"):
+        super().__init__()
+        if ce_scope not in CE_SCOPES:
+            raise ConfigError(f"method.ce_scope={ce_scope!r} is unknown; valid choices: {list(CE_SCOPES)}")
+        self.net = IncrementalNet(backbone)
+        self.old_net: IncrementalNet | None = None
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.epochs, self.ce_scope = epochs, ce_scope
+        self.task: Task | None = None
+        self.phase: Phase | None = None
+
+    # ----------------------------------------------------------------------------- task hooks
+    def begin_task(self, task: Task) -> None:
+        """Called before training on `task`: by default adds the task's head."""
+        self.task = task
+        self.net.add_head(task.n_classes)
+
+    def phases(self, task: Task) -> list[Phase]:
+        """The fits that make up training on `task`; by default one "train" phase."""
+        return [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory)]
+
+    def fit_task(self, task: Task, fit: Callable[[Phase], None]) -> None:
+        """Runs each phase as its own Lightning fit (`fit` builds the trainer and the data)."""
+        for phase in self.phases(task):
+            self.phase = phase
+            fit(phase)
+        self.phase = None
+
+    def end_task(self, task: Task, data) -> None:
+        """Called after training on `task`; `data.batches(...)` iterates its training data."""
+        if self.keeps_old_model:
+            self.old_net = freeze(copy.deepcopy(self.net))
+
+    def frozen_modules(self) -> Iterator[nn.Module]:
+        """Submodules that must stay in eval mode and out of every optimizer."""
+        if self.old_net is not None:
+            yield self.old_net
+
+    # ----------------------------------------------------------------------------- training
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named loss terms of one batch; the training loss is their sum."""
+        return {"ce": self.cross_entropy(self.net(x), y)}
+
+    def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.ce_scope == "current":
+            start = self.task.offset
+            return F.cross_entropy(logits[:, start : start + self.task.n_classes], y - start)
+        return F.cross_entropy(logits, y)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        terms = self.loss_terms(*batch) if isinstance(batch, (tuple, list)) else self.loss_terms(batch, None)
+        loss = sum(terms.values())
+        prefix = "loss" if self.phase is None or self.phase.name == "train" else f"{self.phase.name}/loss"
+        batch_size = len(batch[0]) if isinstance(batch, (tuple, list)) else None
+        for name, value in terms.items():
+            self.log(f"{prefix}/{name}", value.detach(), batch_size=batch_size)
+        self.log(f"{prefix}/total", loss.detach(), prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.task_agnostic_logits(x)
+        self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
+        self.log("val/acc_tag", (logits.argmax(1) == y).float().mean(), prog_bar=True, batch_size=len(y),
+                 sync_dist=True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        frozen = {id(p) for m in self.frozen_modules() for p in m.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+
+    def configure_optimizers(self):
+        phase = self.phase or self.phases(self.task)[0]
+        params = list(phase.parameters() if phase.parameters else self.trainable_parameters())
+        if not params:
+            raise RuntimeError(f"phase {phase.name!r} of {type(self).__name__} has no trainable parameters")
+        optimizer = phase.optimizer(params)
+        if phase.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": phase.scheduler(optimizer), "interval": "epoch"}}
+
+    def train(self, mode: bool = True):
+        """Lightning calls `train()` at every epoch; frozen modules must stay in eval mode."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    # ----------------------------------------------------------------------------- prediction
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def task_aware_logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+        """Logits over task `task_id`'s classes only: `[B, n_classes(task_id)]`."""
+        start, size = self.net.offsets[task_id], self.net.task_sizes[task_id]
+        return self.net(x)[:, start : start + size]
+
+    def task_agnostic_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores over every class seen so far: `[B, n_seen_classes]`; the argmax is the prediction."""
+        return self.net(x)
+
+    @torch.no_grad()
+    def old_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.old_net(x)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def on_load_state_dict_structure(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Before `load_state_dict` on resume: recreate modules that exist only after a task ended."""
+        if self.old_net is None and any(k.startswith("old_net.") for k in state_dict):
+            self.old_net = freeze(copy.deepcopy(self.net))

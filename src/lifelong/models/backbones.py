@@ -1,0 +1,193 @@
+"""Feature extractors. Each builder returns an `nn.Module` mapping images to `[B, out_dim]` features.
+
+- `resnet32`: the CIFAR ResNet of He et al. (2016, Sec. 4.2): a 3x3 stem, three stages of five
+  basic blocks at 16/32/64 channels, global average pooling, 64-d features. Option-A shortcuts
+  (parameter-free: subsample and zero-pad channels) as in ABD's and MIND's code; option B (1x1
+  convolution + BatchNorm) as in FACIL's `resnet32.py`.
+- `resnet18`, `resnet50`: torchvision's, with torchvision's weights API; `small_input=True` swaps
+  the 7x7/stride-2 stem and max-pool for a 3x3/stride-1 stem, the usual CIFAR adaptation.
+- `convnet`: three conv-BN-ReLU-pool blocks, for quick runs on small images.
+- `mlp`: two hidden layers on flattened pixels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lifelong.errors import ConfigError
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "A"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut_kind = shortcut
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            if shortcut == "B":
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                )
+            else:
+                self.pad = planes - in_planes
+                self.shortcut = _ZeroPadShortcut(stride, self.pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class _ZeroPadShortcut(nn.Module):
+    """Option A: spatial subsampling, new channels filled with zeros (no parameters)."""
+
+    def __init__(self, stride: int, pad: int):
+        super().__init__()
+        self.stride, self.pad = stride, pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, blocks_per_stage: int, in_channels: int = 3, shortcut: str = "A", widths=(16, 32, 64)):
+        super().__init__()
+        if shortcut not in ("A", "B"):
+            raise ConfigError(f"backbone.shortcut={shortcut!r} is unknown; valid choices: ['A', 'B']")
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        layers, in_planes = [], widths[0]
+        for i, planes in enumerate(widths):
+            stage = []
+            for j in range(blocks_per_stage):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stage.append(BasicBlock(in_planes, planes, stride, shortcut))
+                in_planes = planes
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.out_dim = widths[-1]
+        for m in self.modules():  # He et al. init, as in the CIFAR ResNets of FACIL and ABD
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def resnet32(in_channels: int = 3, shortcut: str = "A", **_) -> CifarResNet:
+    """ResNet-32 for 32x32 inputs: 6n+2 layers with n = 5."""
+    return CifarResNet(5, in_channels, shortcut)
+
+
+def _load_weights(name: str, weights: str | None):
+    """A torchvision weights name (e.g. IMAGENET1K_V1), a path to a state-dict file, or None."""
+    from torchvision.models import get_model, get_model_weights
+
+    if weights is None:
+        return get_model(name, weights=None)
+    if Path(str(weights)).expanduser().is_file():
+        model = get_model(name, weights=None)
+        state = torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if [k for k in missing if not k.startswith("fc.") and not k.startswith("classifier.")]:
+            raise ConfigError(f"backbone.weights={weights} does not fit {name}: missing {missing[:5]}")
+        return model
+    valid = [w.name for w in get_model_weights(name)]
+    if weights not in valid:
+        raise ConfigError(
+            f"backbone.weights={weights!r} is neither a file nor a torchvision weights name for {name}; "
+            f"valid choices: {valid}, a path to a state-dict file, or null for random init"
+        )
+    try:
+        return get_model(name, weights=weights)
+    except Exception as error:  # no network and not in the torch hub cache
+        from torch.hub import get_dir
+
+        raise ConfigError(
+            f"backbone.weights={weights} could not be loaded ({type(error).__name__}: {error}). Offline, "
+            f"put the checkpoint file in {get_dir()}/checkpoints/ or pass its path as backbone.weights"
+        ) from error
+
+
+class TorchvisionResNet(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.out_dim = model.fc.in_features
+        model.fc = nn.Identity()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def torchvision_resnet(name: str, weights: str | None = None, in_channels: int = 3,
+                       small_input: bool = False, **_) -> TorchvisionResNet:
+    model = _load_weights(name, weights)
+    if small_input or in_channels != 3:
+        stride = 1 if small_input else 2
+        kernel, padding = (3, 1) if small_input else (7, 3)
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel, stride, padding, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if small_input:
+        model.maxpool = nn.Identity()
+    return TorchvisionResNet(model)
+
+
+def resnet18(weights: str | None = None, in_channels: int = 3, small_input: bool = False, **_) -> TorchvisionResNet:
+    return torchvision_resnet("resnet18", weights, in_channels, small_input)
+
+
+def resnet50(weights: str | None = None, in_channels: int = 3, small_input: bool = False, **_) -> TorchvisionResNet:
+    return torchvision_resnet("resnet50", weights, in_channels, small_input)
+
+
+class ConvNet(nn.Module):
+    def __init__(self, in_channels: int = 3, widths=(32, 64, 128)):
+        super().__init__()
+        layers, c = [], in_channels
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2, ceil_mode=True)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.out_dim = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+
+
+def convnet(in_channels: int = 3, widths=(32, 64, 128), **_) -> ConvNet:
+    return ConvNet(in_channels, tuple(widths))
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, hidden=(256, 256)):
+        super().__init__()
+        layers, d = [nn.Flatten()], in_features
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
+            d = h
+        self.layers = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def mlp(in_channels: int = 1, image_size: int = 28, hidden=(256, 256), **_) -> MLP:
+    return MLP(in_channels * image_size * image_size, tuple(hidden))

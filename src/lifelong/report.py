@@ -1,0 +1,192 @@
+"""What a run leaves behind: results.json, metrics.csv, plots/ and the W&B record.
+
+Everything is rewritten after every task, each file atomically (write to a temporary file in the
+same folder, then rename), so an interrupted run never leaves a half-written result.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lifelong.metrics import Results
+
+log = logging.getLogger(__name__)
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def metrics_rows(summary: dict) -> list[dict]:
+    """One row per (task, eval_task) pair, plus one row per task with the averages."""
+    rows = []
+    for t in range(summary["tasks_done"]):
+        for u in range(t + 1):
+            rows.append({
+                "task": t, "eval_task": u,
+                "acc_taw": summary["acc_taw"][t][u], "acc_tag": summary["acc_tag"][t][u],
+                "forg_taw": summary["forg_taw"][t][u], "forg_tag": summary["forg_tag"][t][u],
+                "acc_task_id": summary["acc_task_id"][t][u],
+            })
+        rows.append({
+            "task": t, "eval_task": "avg",
+            "acc_taw": summary["avg_acc_taw"][t], "acc_tag": summary["avg_acc_tag"][t],
+            "forg_taw": summary["avg_forg_taw"][t], "forg_tag": summary["avg_forg_tag"][t],
+            "acc_tag_all": summary["acc_tag_all"][t],
+        })
+    return rows
+
+
+def write_csv(path: Path, summary: dict) -> None:
+    fields = ["task", "eval_task", "acc_taw", "acc_tag", "forg_taw", "forg_tag", "acc_task_id", "acc_tag_all"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row in metrics_rows(summary):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_atomic(path, buffer.getvalue())
+
+
+def _pct(v) -> str:
+    return "   -  " if v is None else f"{100 * v:6.2f}"
+
+
+def format_row(summary: dict, t: int) -> str:
+    """The accuracy row after task t, as a small table (percent)."""
+    head = "        " + "".join(f"  task {u:<3}" for u in range(t + 1)) + "      avg"
+    lines = [f"after task {t}:", head]
+    for kind in ("taw", "tag"):
+        row = summary[f"acc_{kind}"][t]
+        cells = "".join(f"  {_pct(row[u])}  " for u in range(t + 1))
+        lines.append(f"  {kind.upper()}  {cells}  {_pct(summary[f'avg_acc_{kind}'][t])}")
+    if t > 0:
+        lines.append(f"  forgetting TAW {_pct(summary['avg_forg_taw'][t])}   TAG {_pct(summary['avg_forg_tag'][t])}"
+                     f"   pooled TAG acc {_pct(summary['acc_tag_all'][t])}")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, folder: Path) -> dict[str, Path]:
+    """Heatmaps of the accuracy matrices, accuracy curves per task and forgetting curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = summary["tasks_done"]
+    paths = {}
+    for kind in ("taw", "tag"):
+        matrix = np.array([[np.nan if v is None else 100 * v for v in row[:done]] for row in summary[f"acc_{kind}"][:done]])
+        fig, ax = plt.subplots(figsize=(1.2 + 0.6 * done, 1 + 0.5 * done))
+        im = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
+        if done <= 20:
+            for t in range(done):
+                for u in range(t + 1):
+                    ax.text(u, t, f"{matrix[t, u]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if matrix[t, u] < 60 else "black")
+        ax.set_xlabel("evaluated task")
+        ax.set_ylabel("after training task")
+        ax.set_title(f"accuracy {kind.upper()} (%)")
+        fig.colorbar(im, ax=ax)
+        paths[f"acc_{kind}_heatmap"] = _save(fig, folder / f"acc_{kind}_heatmap.png")
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        steps = np.arange(done)
+        for u in range(done):
+            ax.plot(steps[u:], matrix[u:, u], marker="o", ms=3, label=f"task {u}" if done <= 10 else None)
+        ax.plot(steps, [100 * v for v in summary[f"avg_acc_{kind}"][:done]], "k--", lw=2, label="average")
+        ax.set_xlabel("after training task")
+        ax.set_ylabel(f"accuracy {kind.upper()} (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7)
+        paths[f"acc_{kind}_curves"] = _save(fig, folder / f"acc_{kind}_curves.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind in ("taw", "tag"):
+        values = [np.nan if v is None else 100 * v for v in summary[f"avg_forg_{kind}"][:done]]
+        ax.plot(np.arange(done), values, marker="o", label=kind.upper())
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("average forgetting (%)")
+    ax.legend()
+    paths["forgetting"] = _save(fig, folder / "forgetting.png")
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def write_all(run_dir: Path, results: Results, extra: dict | None = None) -> dict:
+    summary = results.as_dict()
+    if extra:
+        summary.update(extra)
+    write_json(run_dir / "results.json", summary)
+    write_csv(run_dir / "metrics.csv", summary)
+    plot(summary, run_dir / "plots")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ W&B
+def wandb_task(wandb_logger, summary: dict, t: int) -> None:
+    """Per task, with the task index as step: averages and one accuracy curve per task."""
+    run = wandb_logger.experiment
+    metrics = {"task": t}
+    for kind in ("taw", "tag"):
+        metrics[f"results/avg_acc_{kind}"] = summary[f"avg_acc_{kind}"][t]
+        if t > 0:
+            metrics[f"results/avg_forg_{kind}"] = summary[f"avg_forg_{kind}"][t]
+        for u in range(t + 1):
+            metrics[f"results/acc_{kind}/task_{u}"] = summary[f"acc_{kind}"][t][u]
+    metrics["results/acc_tag_all"] = summary["acc_tag_all"][t]
+    for key in metrics:
+        if key != "task":
+            run.define_metric(key, step_metric="task")
+    run.log(metrics)
+
+
+def wandb_final(wandb_logger, summary: dict, plots: dict[str, Path]) -> None:
+    """At the end: the matrices as tables and heatmaps, the summary numbers in the run summary."""
+    import wandb
+
+    run = wandb_logger.experiment
+    done = summary["tasks_done"]
+    payload = {}
+    for name in ("acc_taw", "acc_tag", "forg_taw", "forg_tag"):
+        columns = ["after_task"] + [f"task_{u}" for u in range(done)]
+        rows = [[t] + summary[name][t][:done] for t in range(done)]
+        payload[f"matrices/{name}"] = wandb.Table(columns=columns, data=rows)
+    for name, path in plots.items():
+        payload[f"plots/{name}"] = wandb.Image(str(path))
+    run.log(payload)
+    for key, value in summary.items():
+        if key.startswith(("final_", "avg_inc_", "bwt_")) and value is not None:
+            run.summary[key] = value
