@@ -48,7 +48,8 @@ def make_loggers(cfg: DictConfig, run_dir: Path):
         wandb_logger = RunWandbLogger(
             project=w.project, entity=w.entity, group=w.group, tags=list(w.tags or []), name=w.name,
             save_dir=str(run_dir), mode=wandb_mode(w.mode), id=w.get("id"), resume="allow" if w.get("id") else None,
-            config=OmegaConf.to_container(cfg, resolve=True), settings=_wandb_settings(),
+            config={k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"},
+            settings=_wandb_settings(),
         )
         loggers.append(wandb_logger)
     return loggers, wandb_logger
@@ -115,7 +116,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         taw, tag, tag_all, task_id = evaluate(method, scenario.tasks[: task.id + 1], test_batches,
                                               cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar)
         results.add(task.id, taw, tag, tag_all, task_id)
-        summary = report.write_all(run_dir, results, _meta(cfg, scenario))
+        summary = report.write_all(run_dir, results, {**_meta(cfg, scenario), **method.extra_results()})
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:
             report.wandb_task(wandb_logger, summary, task.id)

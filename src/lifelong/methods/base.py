@@ -206,6 +206,10 @@ class ContinualMethod(L.LightningModule):
     def old_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.old_net(x)
 
+    def extra_results(self) -> dict:
+        """Method-specific numbers added to results.json after each task (e.g. parameters per task)."""
+        return {}
+
     # ----------------------------------------------------------------------------- checkpoints
     def on_load_state_dict_structure(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Before `load_state_dict` on resume: recreate modules that exist only after a task ended."""

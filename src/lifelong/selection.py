@@ -1,0 +1,27 @@
+"""Task-agnostic prediction by picking the most confident task-specific path.
+
+Methods that keep one path per task (MIND's sub-networks, CLR's reprogramming) predict without a
+task id by running every path, scoring each by the largest temperature-scaled softmax probability
+over that task's own classes, and keeping the most confident (MIND: `tau`; CLR: max probability).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def most_confident(task_logits: Sequence[torch.Tensor], temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`task_logits[j]`: `[B, n_j]`, task j's path on task j's classes.
+
+    Returns `(scores, chosen)`: `scores` is `[B, sum_j n_j]` over every seen class, holding the
+    chosen task's probabilities in its block and -inf elsewhere (so its argmax is the prediction),
+    and `chosen` is `[B]`, the index of the chosen task.
+    """
+    probs = [torch.softmax(z.float() / temperature, dim=1) for z in task_logits]
+    confidence = torch.stack([p.max(dim=1).values for p in probs], dim=1)  # [B, n_tasks]
+    chosen = confidence.argmax(dim=1)
+    scores = torch.cat(probs, dim=1)
+    sizes = torch.tensor([p.shape[1] for p in probs], device=scores.device)
+    owner = torch.repeat_interleave(torch.arange(len(probs), device=scores.device), sizes)  # class -> task
+    return scores.masked_fill(owner.unsqueeze(0) != chosen.unsqueeze(1), float("-inf")), chosen

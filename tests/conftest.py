@@ -1,0 +1,51 @@
+"""Shared fixtures: compose the real config with Hydra's compose API and run the real task loop."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import lifelong.config  # noqa: F401  (registers the job_id resolver)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+# 10 digit classes in 3 tasks (4 + 3 + 3), one epoch of a few batches: seconds per run.
+TINY = [
+    "dataset=digits", "scenario.n_tasks=3", "scenario.nc_first_task=4", "epochs=1",
+    "trainer.limit_train_batches=4", "logger=none", "trainer.enable_progress_bar=false",
+]
+
+
+def compose_config(output_dir: Path, *overrides: str) -> DictConfig:
+    """The config `python train.py <overrides>` would run with, writing into `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} interpolations resolve
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def run_config(output_dir: Path, *overrides: str) -> dict:
+    from lifelong.run import train_sequence
+
+    cfg = compose_config(output_dir, *overrides)
+    return train_sequence(cfg, Path(cfg.paths.output_dir))
+
+
+@pytest.fixture
+def run(tmp_path):
+    """`run(*overrides)` trains with TINY + overrides in a fresh folder; returns (summary, run_dir)."""
+    counter = iter(range(1000))
+
+    def _run(*overrides: str, tiny: bool = True):
+        out = tmp_path / f"run{next(counter)}"
+        summary = run_config(out, *(TINY if tiny else []), *overrides)
+        return summary, out
+
+    return _run
