@@ -48,11 +48,17 @@ def make_loggers(cfg: DictConfig, run_dir: Path):
         wandb_logger = RunWandbLogger(
             project=w.project, entity=w.entity, group=w.group, tags=list(w.tags or []), name=w.name,
             save_dir=str(run_dir), mode=wandb_mode(w.mode), id=w.get("id"), resume="allow" if w.get("id") else None,
-            config={k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"},
+            config=run_config(cfg),
             settings=_wandb_settings(),
         )
         loggers.append(wandb_logger)
     return loggers, wandb_logger
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The composed config, resolved, without Hydra's own node (what W&B records)."""
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
 
 
 def _wandb_settings():
@@ -149,7 +155,7 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     for message in (".*module\\(s\\) in eval mode.*",  # frozen teachers are in eval mode on purpose
                     ".*smaller than the logging interval.*", ".*LeafSpec.*", ".*does not have many workers.*",
-                    ".*GPU available but not used.*"):
+                    ".*GPU available but not used.*", ".*srun. command is available.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

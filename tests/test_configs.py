@@ -1,0 +1,38 @@
+"""Every option of every config group composes with the rest of the defaults."""
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, compose_config
+
+GROUPS = ["dataset", "scenario", "backbone", "method", "optimizer", "scheduler", "hardware", "logger",
+          "debug", "experiment"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+OPTIONS += [("hydra/launcher", p.stem) for p in sorted((CONF / "hydra" / "launcher").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes(tmp_path, group, option):
+    cfg = compose_config(tmp_path, f"{group}={option}")
+    container = {k: OmegaConf.to_container(cfg[k], resolve=True, throw_on_missing=False) if OmegaConf.is_config(cfg[k])
+                 else cfg[k] for k in cfg if k != "hydra"}
+    if group in ("dataset", "backbone", "method", "scenario"):
+        assert container[group], f"{group}={option} is empty"
+    if group in ("backbone", "method", "scenario"):
+        assert "_target_" in container[group]
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert list((CONF / group).glob("*.yaml")), group
+
+
+def test_the_config_tree_mirrors_the_code():
+    """Each method/backbone config points at an importable callable."""
+    from hydra.utils import get_method
+
+    for group in ("method", "backbone", "scenario"):
+        for path in (CONF / group).glob("*.yaml"):
+            target = OmegaConf.load(path)["_target_"]
+            assert callable(get_method(target)), f"{path}: {target}"
