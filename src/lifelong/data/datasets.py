@@ -1,0 +1,137 @@
+"""Datasets held in memory as uint8 image tensors.
+
+Every loader returns the train and test `ImageSet` of one dataset: images `x` as uint8
+`[N, C, H, W]` and labels `y` as int64, in the dataset's own class ids. Augmentation happens later,
+on whole batches on the device (`lifelong.data.transforms`), so nothing here is per-image PIL work.
+
+The real files are read by torchvision's dataset classes (CIFAR-10/100, MNIST), which download
+them when the network allows; scikit-learn's bundled handwritten digits need no download at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lifelong.errors import ConfigError, DatasetNotFound
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 `[N, C, H, W]` and integer labels `[N]`."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.x.dtype != torch.uint8 or self.x.dim() != 4:
+            raise ValueError(f"ImageSet.x must be uint8 [N, C, H, W], got {self.x.dtype} {tuple(self.x.shape)}")
+        if len(self.x) != len(self.y):
+            raise ValueError(f"ImageSet has {len(self.x)} images but {len(self.y)} labels")
+        self.y = self.y.long()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.x[index], self.y[index], self.class_names)
+
+
+def _hwc_to_chw(images: np.ndarray) -> torch.Tensor:
+    images = torch.as_tensor(np.ascontiguousarray(images))
+    if images.dim() == 3:  # grayscale [N, H, W]
+        images = images.unsqueeze(1)
+    else:  # [N, H, W, C]
+        images = images.permute(0, 3, 1, 2)
+    return images.contiguous().to(torch.uint8)
+
+
+def _missing(name: str, root: Path, expected: str, url: str, reason: BaseException) -> DatasetNotFound:
+    return DatasetNotFound(
+        f"{name} is not in {root} and could not be downloaded ({type(reason).__name__}: {reason}). "
+        f"On a machine with network access, `python train.py dataset={name.lower()}` downloads it there; "
+        f"offline, fetch {url} and unpack it so that {root / expected} exists, or point "
+        f"`paths.data_root=<dir>` (or the LIFELONG_DATA environment variable) at a folder that holds it."
+    )
+
+
+def _torchvision(cls, name: str, root: Path, download: bool, expected: str, url: str, **kwargs):
+    try:
+        train = cls(str(root), train=True, download=download, **kwargs)
+        test = cls(str(root), train=False, download=download, **kwargs)
+    except Exception as error:  # torchvision raises RuntimeError or URLError: both mean "no files"
+        raise _missing(name, root, expected, url, error) from error
+    return train, test
+
+
+def load_cifar(root: Path, download: bool = True, n_classes: int = 100) -> tuple[ImageSet, ImageSet]:
+    from torchvision import datasets
+
+    if n_classes == 100:
+        cls, name, folder = datasets.CIFAR100, "CIFAR100", "cifar-100-python"
+        url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    else:
+        cls, name, folder = datasets.CIFAR10, "CIFAR10", "cifar-10-batches-py"
+        url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    train, test = _torchvision(cls, name, root, download, folder, url)
+    return tuple(
+        ImageSet(_hwc_to_chw(split.data), torch.tensor(split.targets), list(split.classes))
+        for split in (train, test)
+    )
+
+
+def load_cifar10(root: Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
+    return load_cifar(root, download, n_classes=10)
+
+
+def load_mnist(root: Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
+    from torchvision import datasets
+
+    train, test = _torchvision(
+        datasets.MNIST, "MNIST", root, download, "MNIST/raw/train-images-idx3-ubyte",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/ (the four *-ubyte.gz files)",
+    )
+    return tuple(
+        ImageSet(split.data.unsqueeze(1).to(torch.uint8), split.targets.clone(), list(split.classes))
+        for split in (train, test)
+    )
+
+
+def load_digits(root: Path | None = None, download: bool = False, test_fraction: float = 0.3):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images), split once with a fixed seed.
+
+    The dataset has no official test split; a stratified 70/30 split with seed 0 makes it the same
+    for every run, independent of the experiment seed.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # values 0..16 -> 0..255
+    idx_train, idx_test = train_test_split(
+        np.arange(len(images)), test_size=test_fraction, stratify=bunch.target, random_state=0
+    )
+    names = [str(c) for c in range(10)]
+    return tuple(
+        ImageSet(_hwc_to_chw(images[idx]), torch.as_tensor(bunch.target[idx]), names)
+        for idx in (idx_train, idx_test)
+    )
+
+
+# name -> loader(root, download) -> (train, test)
+DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
+    "cifar100": load_cifar,
+    "cifar10": load_cifar10,
+    "mnist": load_mnist,
+    "digits": load_digits,
+}
+
+
+def load_dataset(name: str, root: str | Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
+    if name not in DATASETS:
+        raise ConfigError(f"dataset.name={name!r} is unknown; valid choices: {sorted(DATASETS)}")
+    return DATASETS[name](Path(root).expanduser(), download=download)

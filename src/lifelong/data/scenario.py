@@ -1,0 +1,205 @@
+"""Class-incremental scenarios: a class order cut into tasks, labels remapped per task.
+
+Labels are remapped so that task i owns the contiguous block of class ids
+`[task.offset, task.offset + task.n_classes)`, in class-order order (DESIGN.md, Conventions).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lifelong.data.datasets import ImageSet, load_dataset
+from lifelong.data.transforms import BatchAugment
+from lifelong.errors import ConfigError
+
+# The fixed CIFAR-100 order of iCaRL (Rebuffi et al., CVPR 2017) that FACIL (`cifar100_icarl`) and
+# PyCIL use: numpy.random.seed(1993); numpy.random.permutation(100).
+ICARL_1993 = [
+    68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38, 58, 70, 77, 1, 85,
+    19, 17, 50, 28, 53, 13, 81, 45, 82, 6, 59, 83, 16, 15, 44, 91, 41, 72, 60, 79, 52, 20, 10, 31,
+    54, 37, 95, 14, 71, 96, 98, 97, 2, 64, 66, 42, 22, 35, 86, 24, 34, 87, 21, 99, 0, 88, 27, 18, 94,
+    11, 12, 47, 25, 30, 46, 62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29, 49, 57,
+    33,
+]
+NAMED_ORDERS = ("random", "natural", "icarl1993")
+
+
+@dataclass
+class Task:
+    """One task: its original class ids (in order) and its train/val/test splits, labels remapped.
+
+    Splits are `ImageSet`s (uint8 tensors in memory) or any map-style `Dataset` of `(x, y)` pairs
+    (file datasets, transformed in DataLoader workers). `augment` turns a batch on the device into
+    the model's input: crop/flip/normalise for in-memory sets, identity-like for file datasets.
+    """
+
+    id: int
+    classes: list[int]
+    offset: int
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    augment: BatchAugment | None = None
+    name: str = ""
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_range(self) -> range:
+        return range(self.offset, self.offset + self.n_classes)
+
+
+@dataclass
+class Scenario:
+    tasks: list[Task]
+    class_order: list[int]
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __getitem__(self, i: int) -> Task:
+        return self.tasks[i]
+
+    @property
+    def task_sizes(self) -> list[int]:
+        return [t.n_classes for t in self.tasks]
+
+    @property
+    def n_classes(self) -> int:
+        return sum(self.task_sizes)
+
+
+def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:
+    """An explicit list, or a named order.
+
+    - "random": Python's `random.seed(seed); random.shuffle(list(range(n)))`, the order ABD's
+      official code draws for seed r (`trainer.py`), so its paper orders come out by default.
+    - "natural": 0, 1, ..., n-1.
+    - "icarl1993": the fixed CIFAR-100 order of iCaRL, FACIL and PyCIL.
+    """
+    if order is None or order == "random":
+        classes = list(range(n_classes))
+        random.Random(seed).shuffle(classes)
+        return classes
+    if order == "natural":
+        return list(range(n_classes))
+    if order == "icarl1993":
+        if n_classes != 100:
+            raise ConfigError(
+                f"scenario.class_order=icarl1993 is the CIFAR-100 order but this dataset has "
+                f"{n_classes} classes; use class_order=random, natural or an explicit list"
+            )
+        return list(ICARL_1993)
+    if isinstance(order, str):
+        raise ConfigError(
+            f"scenario.class_order={order!r} is unknown; valid choices: {list(NAMED_ORDERS)} or a list of class ids"
+        )
+    order = [int(c) for c in order]
+    if sorted(order) != list(range(n_classes)):
+        missing = sorted(set(range(n_classes)) - set(order))
+        raise ConfigError(
+            f"scenario.class_order must list every class id 0..{n_classes - 1} exactly once "
+            f"(got {len(order)} ids; missing {missing[:10]}{'...' if len(missing) > 10 else ''})"
+        )
+    return order
+
+
+def task_sizes(n_classes: int, n_tasks: int, nc_first_task: int | None) -> list[int]:
+    """Classes per task: an optional larger first task, then equal tasks (FACIL's convention)."""
+    if n_tasks < 1:
+        raise ConfigError(f"scenario.n_tasks={n_tasks} must be at least 1")
+    if nc_first_task is None:
+        if n_classes % n_tasks:
+            divisors = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
+            raise ConfigError(
+                f"scenario.n_tasks={n_tasks} does not divide the {n_classes} classes; valid choices: "
+                f"{divisors}, or set scenario.nc_first_task so the rest divides evenly"
+            )
+        return [n_classes // n_tasks] * n_tasks
+    if not 0 < nc_first_task < n_classes or (n_tasks == 1 and nc_first_task != n_classes):
+        raise ConfigError(
+            f"scenario.nc_first_task={nc_first_task} is too large for {n_classes} classes in {n_tasks} "
+            f"tasks; it must leave at least one class for each of the other {n_tasks - 1} tasks"
+        )
+    rest, other = n_classes - nc_first_task, n_tasks - 1
+    if other == 0 or rest % other or rest < other:
+        raise ConfigError(
+            f"scenario.nc_first_task={nc_first_task} leaves {rest} classes that do not split into "
+            f"{other} equal tasks; choose nc_first_task so that ({n_classes} - nc_first_task) is a "
+            f"multiple of {other}"
+        )
+    return [nc_first_task] + [rest // other] * other
+
+
+def _remap(split: ImageSet, lookup: torch.Tensor, classes: Sequence[int]) -> ImageSet:
+    keep = torch.isin(split.y, torch.as_tensor(list(classes)))
+    part = split.subset(keep.nonzero().squeeze(1))
+    part.y = lookup[part.y]
+    return part
+
+
+def _split_val(train: ImageSet, fraction: float, rng: np.random.Generator) -> tuple[ImageSet, ImageSet]:
+    """Stratified: `fraction` of each class's training images become validation images."""
+    if fraction <= 0:
+        return train, train.subset(torch.zeros(0, dtype=torch.long))
+    val_idx = []
+    labels = train.y.numpy()
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_val = int(round(fraction * len(idx)))
+        val_idx.extend(rng.choice(idx, size=n_val, replace=False).tolist())
+    is_val = torch.zeros(len(train), dtype=torch.bool)
+    is_val[val_idx] = True
+    return train.subset((~is_val).nonzero().squeeze(1)), train.subset(is_val.nonzero().squeeze(1))
+
+
+def build_scenario(
+    train: ImageSet,
+    test: ImageSet,
+    n_tasks: int,
+    nc_first_task: int | None = None,
+    class_order="random",
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    n_classes: int | None = None,
+) -> Scenario:
+    """Cut a dataset into class-incremental tasks. The same seed gives the same order and splits."""
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"scenario.val_fraction={val_fraction} must be in [0, 1)")
+    n_classes = n_classes or int(train.y.max()) + 1
+    order = resolve_class_order(class_order, n_classes, seed)
+    sizes = task_sizes(n_classes, n_tasks, nc_first_task)
+    lookup = torch.empty(n_classes, dtype=torch.long)
+    lookup[torch.as_tensor(order)] = torch.arange(n_classes)
+    rng = np.random.default_rng(seed)
+    tasks, offset = [], 0
+    for i, size in enumerate(sizes):
+        classes = order[offset : offset + size]
+        task_train, task_val = _split_val(_remap(train, lookup, classes), val_fraction, rng)
+        tasks.append(Task(i, classes, offset, task_train, task_val, _remap(test, lookup, classes)))
+        offset += size
+    return Scenario(tasks, order)
+
+
+def class_incremental(dataset, data_root: str, seed: int, n_tasks: int, nc_first_task: int | None = None,
+                      class_order="random", val_fraction: float = 0.0) -> Scenario:
+    """The `scenario=class_incremental` builder: one dataset's classes cut into tasks."""
+    train, test = load_dataset(dataset["name"], data_root, download=dataset.get("download", True))
+    if not isinstance(class_order, str) and class_order is not None:
+        class_order = list(class_order)
+    scenario = build_scenario(train, test, n_tasks, nc_first_task, class_order, val_fraction, seed,
+                              n_classes=dataset["n_classes"])
+    augment = BatchAugment(dataset["mean"], dataset["std"], dataset.get("crop_padding", 0), dataset.get("flip", False))
+    for task in scenario.tasks:
+        task.augment = augment
+        task.name = f"{dataset['name']}-{task.id}"
+    return scenario

@@ -1,0 +1,55 @@
+"""Augmentation of whole batches on the device, for datasets held as uint8 tensors.
+
+Per-image PIL transforms in DataLoader workers are the bottleneck for CIFAR-sized images; here a
+batch is cropped, flipped and normalised in a handful of tensor operations wherever it lives.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class BatchAugment(nn.Module):
+    """uint8 `[B, C, H, W]` -> normalised float, with random crop (zero padding) and flip in training.
+
+    Each image gets its own crop offset and flip, drawn from torch's global RNG (seeded by the run).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], crop_padding: int = 0, flip: bool = False):
+        super().__init__()
+        self.crop_padding = crop_padding
+        self.flip = flip
+        # Not persistent: these follow the dataset config, not the trained state.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def random_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """A random `H x W` window of the zero-padded image, per image: two gathers (rows, then columns)."""
+        p = self.crop_padding
+        b, c, h, w = x.shape
+        padded = nn.functional.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (b, 1, 1, 1), device=x.device)
+        dx = torch.randint(0, 2 * p + 1, (b, 1, 1, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device).view(1, 1, h, 1)).expand(b, c, h, w + 2 * p)
+        cols = (dx + torch.arange(w, device=x.device).view(1, 1, 1, w)).expand(b, c, h, w)
+        return torch.gather(torch.gather(padded, 2, rows), 3, cols)
+
+    def random_flip(self, x: torch.Tensor) -> torch.Tensor:
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+    def forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        # Crop and flip the raw pixels, then normalise: the padding is black, as in the standard
+        # pipeline RandomCrop(padding) -> RandomHorizontalFlip -> ToTensor -> Normalize (FACIL, ABD).
+        if train and self.crop_padding > 0:
+            x = self.random_crop(x)
+        if train and self.flip:
+            x = self.random_flip(x)
+        return self.normalize(x)
