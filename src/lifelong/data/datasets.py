@@ -134,4 +134,4 @@ DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
 def load_dataset(name: str, root: str | Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
     if name not in DATASETS:
         raise ConfigError(f"dataset.name={name!r} is unknown; valid choices: {sorted(DATASETS)}")
-    return DATASETS[name](Path(root).expanduser(), download=download)
+    return DATASETS[name](Path(root).expanduser().absolute(), download=download)
