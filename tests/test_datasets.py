@@ -11,15 +11,19 @@ from lifelong.errors import DatasetNotFound
 
 
 def write_cifar100(root, n_train=30, n_test=10, seed=0):
-    """The python-pickle layout of cifar-100-python: train, test and meta files."""
+    """The python-pickle layout of cifar-100-python: train, test and meta files.
+
+    The real files are Python 2 pickles whose str keys torchvision reads back with
+    encoding="latin1" as Python 3 str; plain str keys are what that decoding yields.
+    """
     rng = np.random.default_rng(seed)
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     for name, n in (("train", n_train), ("test", n_test)):
         fine = rng.integers(0, 100, n).tolist()
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        entry = {b"filenames": [f"{i}.png".encode() for i in range(n)], b"batch_label": name.encode(),
-                 b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine], b"data": data}
+        entry = {"filenames": [f"{i}.png" for i in range(n)], "batch_label": name,
+                 "fine_labels": fine, "coarse_labels": [f // 5 for f in fine], "data": data}
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
     with open(folder / "meta", "wb") as f:
@@ -51,9 +55,9 @@ def test_cifar100_loader_reads_the_real_format(tmp_path, monkeypatch):
     assert train.x.shape == (30, 3, 32, 32) and train.x.dtype == torch.uint8
     assert test.x.shape == (10, 3, 32, 32)
     entry = pickle.load(open(folder / "train", "rb"))
-    first = torch.from_numpy(entry[b"data"][0].reshape(3, 32, 32))
+    first = torch.from_numpy(entry["data"][0].reshape(3, 32, 32))
     assert torch.equal(train.x[0], first)  # channels-first, same pixels
-    assert train.y.tolist() == entry[b"fine_labels"]
+    assert train.y.tolist() == entry["fine_labels"]
     assert train.class_names[3] == "class3"
 
 
