@@ -81,3 +81,11 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
             p.add_(0.1)
     assert method.penalty().item() > 0
     assert "ewc" in method.loss_terms(x, y)
+
+
+def test_pretrained_weights_refuse_a_replaced_stem():
+    from lifelong.errors import ConfigError
+    from lifelong.models.backbones import resnet18
+
+    with pytest.raises(ConfigError, match="backbone.small_input=false"):
+        resnet18(weights="IMAGENET1K_V1", small_input=True)

@@ -199,7 +199,7 @@ def _missing(name: str, where: Path, expected: str, source: str, reason: BaseExc
     reason = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
     return DatasetNotFound(
         f"dataset {name!r} of scenario.datasets is not in {where} and could not be loaded ({reason}). "
-        f"Expected {expected} there. Get it from {source}, or point scenario.roots.{name}=<dir> at where it is"
+        f"Expected {expected} there. Get it from {source}, or point +scenario.roots.{name}=<dir> at where it is"
         f"{' (or paths.data_root for every torchvision dataset)' if name in TORCHVISION else ''}."
     )
 
@@ -282,7 +282,8 @@ def resolve_entries(datasets, roots: Mapping[str, str] | None, folders_root: str
         if name in seen:
             raise ConfigError(f"scenario.datasets lists {name!r} twice; every task needs its own dataset")
         seen.add(name)
-        entries.append({"name": name, "source": source, "root": Path(str(root or data_root)).expanduser()})
+        root = Path(str(root or data_root)).expanduser().absolute()  # errors then say exactly where
+        entries.append({"name": name, "source": source, "root": root})
     return entries
 
 
