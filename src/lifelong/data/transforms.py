@@ -17,10 +17,13 @@ class BatchAugment(nn.Module):
     Each image gets its own crop offset and flip, drawn from torch's global RNG (seeded by the run).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], crop_padding: int = 0, flip: bool = False):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], crop_padding: int = 0, flip: bool = False,
+                 brightness: float = 0.0, contrast: float = 0.0):
         super().__init__()
         self.crop_padding = crop_padding
         self.flip = flip
+        # Optional colour jitter, as torchvision's ColorJitter(brightness, contrast); 0 = off (the default).
+        self.brightness, self.contrast = brightness, contrast
         # Not persistent: these follow the dataset config, not the trained state.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -45,7 +48,37 @@ class BatchAugment(nn.Module):
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
+    def color_jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """ColorJitter(brightness, contrast) per image on [0, 1] pixels, as torchvision's tensor ops.
+
+        Factors are uniform in [max(0, 1 - v), 1 + v]; brightness scales the pixels, contrast blends
+        with the mean grey level of the image; the two are applied in a random order per image.
+        """
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+        b = x.shape[0]
+
+        def factors(v: float) -> torch.Tensor:
+            return torch.empty(b, 1, 1, 1, device=x.device).uniform_(max(0.0, 1 - v), 1 + v)
+
+        bright, contrast = factors(self.brightness), factors(self.contrast)
+
+        def adjust_brightness(img):
+            return (img * bright).clamp(0, 1) if self.brightness > 0 else img
+
+        def adjust_contrast(img):
+            if self.contrast <= 0:
+                return img
+            grey = img if img.shape[1] == 1 else (0.299 * img[:, 0:1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3])
+            mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+            return (contrast * img + (1 - contrast) * mean).clamp(0, 1)
+
+        brightness_first = (torch.rand(b, device=x.device) < 0.5).view(b, 1, 1, 1)
+        return torch.where(brightness_first, adjust_contrast(adjust_brightness(x)),
+                           adjust_brightness(adjust_contrast(x)))
+
     def forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        if train and (self.brightness > 0 or self.contrast > 0):
+            x = self.color_jitter(x)  # first, as ABD's ColorJitter -> flip -> crop (dataloaders/utils.py L50-55)
         # Crop and flip the raw pixels, then normalise: the padding is black, as in the standard
         # pipeline RandomCrop(padding) -> RandomHorizontalFlip -> ToTensor -> Normalize (FACIL, ABD).
         if train and self.crop_padding > 0:
