@@ -19,7 +19,29 @@ def job_id() -> str:
 
 
 if not OmegaConf.has_resolver("job_id"):
-    OmegaConf.register_new_resolver("job_id", job_id)
+    # Cached: Hydra copies resolver caches into every job of a sweep, so jobs that run elsewhere (a
+    # submitit Slurm array) resolve hydra.sweep.dir to the launcher's directory, not one of their own.
+    OmegaConf.register_new_resolver("job_id", job_id, use_cache=True)
+
+
+def slurm_gpus(accelerator: str, devices) -> int:
+    """GPUs per node a Slurm job asks for (conf/hydra/launcher/slurm.yaml): trainer.devices on GPUs, else 0."""
+    if accelerator not in ("gpu", "cuda", "auto"):
+        return 0
+    return slurm_tasks(devices)
+
+
+def slurm_tasks(devices) -> int:
+    """Slurm tasks per node: one per device, the processes Lightning's DDP expects under Slurm."""
+    if isinstance(devices, int) and devices >= 1:
+        return devices
+    raise ConfigError(f"trainer.devices={devices!r}: under a submitit launcher give the number of devices per "
+                      f"node, e.g. trainer.devices=1 (one job per GPU) or trainer.devices=4 with hardware=ddp")
+
+
+for _name, _resolver in (("slurm_gpus", slurm_gpus), ("slurm_tasks", slurm_tasks)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 def _positive(cfg: DictConfig, key: str) -> None:

@@ -5,6 +5,7 @@ Knows no method by name: a method is whatever `cfg.method._target_` builds, driv
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
@@ -16,7 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lifelong import config as config_checks
+from lifelong import distributed
 from lifelong import report
+from lifelong import resume as checkpoints
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.errors import ConfigError, DatasetNotFound
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
@@ -40,17 +43,23 @@ def build(cfg: DictConfig):
 
 def make_loggers(cfg: DictConfig, run_dir: Path):
     loggers = []
+    if not checkpoints.is_global_zero():  # under DDP only rank zero logs
+        return loggers, None
     if cfg.logger.get("csv", False):
         loggers.append(RunCSVLogger(save_dir=str(run_dir), name="logs", version=""))
     wandb_logger = None
     if cfg.logger.get("wandb"):
         w = cfg.logger.wandb
+        # The id of an earlier attempt (kept in the run dir): a resumed or requeued run continues that W&B run.
+        run_id = w.get("id") or checkpoints.wandb_run_id(run_dir)
         wandb_logger = RunWandbLogger(
-            project=w.project, entity=w.entity, group=w.group, tags=list(w.tags or []), name=w.name,
-            save_dir=str(run_dir), mode=wandb_mode(w.mode), id=w.get("id"), resume="allow" if w.get("id") else None,
+            project=w.project, entity=w.entity, group=w.group or sweep_group(), tags=list(w.tags or []),
+            name=w.name, save_dir=str(run_dir), mode=wandb_mode(w.mode), id=run_id,
+            resume="allow" if run_id else None,
             config=run_config(cfg),
             settings=_wandb_settings(),
         )
+        checkpoints.keep_wandb_run_id(run_dir, wandb_logger.experiment.id)
         loggers.append(wandb_logger)
     return loggers, wandb_logger
 
@@ -61,72 +70,136 @@ def run_config(cfg: DictConfig) -> dict:
             for k, v in cfg.items() if k != "hydra"}
 
 
+def sweep_group() -> str | None:
+    """In a multirun, the sweep directory (e.g. `multirun/2026-01-31/12-00-00_4242`): the W&B group."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(str(HydraConfig.get().sweep.dir))
+    return "/".join(sweep_dir.parts[-3:])
+
+
 def _wandb_settings():
     import wandb
 
     return wandb.Settings(console="off", silent=True)
 
 
+class RankSlicedData(TaskData):
+    """Under DDP each rank trains on its slice of every global batch (`distributed.RankSlice`), so
+    `batch_size` is the global batch size and DDP sees the batches one process would."""
+
+    rank, world_size = 0, 1
+
+    def train_dataloader(self):
+        return distributed.slice_batches(super().train_dataloader(), self.rank, self.world_size)
+
+
+def restore(cfg: DictConfig, method, scenario, run_dir: Path) -> dict | None:
+    """Bring `method` to its state after the last finished task of `run_dir` (None: no task finished).
+
+    The contract with the methods (`ContinualMethod.on_load_state_dict_structure`): replaying
+    `begin_task` for the finished tasks rebuilds what grows per task (heads, per-task layers, masks),
+    the structure hook rebuilds what `end_task` creates, and `load_state_dict` fills in the values.
+    """
+    state = checkpoints.load_task_state(run_dir)
+    if state is None:
+        return None
+    checkpoints.check_same_config(state["config"], cfg, run_dir)
+    for task in scenario.tasks[: state["tasks_done"]]:
+        L.seed_everything(cfg.seed * 1000 + task.id, workers=True, verbose=False)  # as the original run did
+        method.begin_task(task)
+    method.on_load_state_dict_structure(state["state_dict"])
+    method.load_state_dict(state["state_dict"])
+    log.info("resumed from %s after task %d of %d", run_dir / checkpoints.LAST, state["tasks_done"] - 1,
+             len(scenario))
+    return state
+
+
 def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     quiet_lightning()
     scenario, method = build(cfg)
+    if cfg.get("resume"):
+        run_dir = Path(cfg.resume)  # a resumed run goes on writing into its own run dir
+    elif checkpoints.has_state(run_dir):
+        log.info("%s already holds a checkpoint (a requeued job): resuming from it", run_dir)
+    state = restore(cfg, method, scenario, run_dir)
     loggers, wandb_logger = make_loggers(cfg, run_dir)
-    results = Results(len(scenario))
-    step_offset = 0
+    results = Results(len(scenario)) if state is None else Results.from_dict(state["results"])
+    step_offset = 0 if state is None else state["step_offset"]
+    tasks_done = 0 if state is None else state["tasks_done"]
     log.info("run dir: %s", run_dir)
     log.info("class order: %s", scenario.class_order)
     log.info("tasks: %d, classes per task: %s", len(scenario), scenario.task_sizes)
 
     def task_data(task_ids: list[int], task_seed: int) -> TaskData:
         parts = [scenario[i] for i in task_ids]
-        return TaskData(concat([p.train for p in parts]), concat([p.val for p in parts]), parts[-1].augment,
-                        cfg.batch_size, cfg.eval.batch_size, cfg.num_workers, seed=task_seed,
-                        drop_last=cfg.drop_last)
+        return RankSlicedData(concat([p.train for p in parts]), concat([p.val for p in parts]), parts[-1].augment,
+                              cfg.batch_size, cfg.eval.batch_size, cfg.num_workers, seed=task_seed,
+                              drop_last=cfg.drop_last)
 
-    summary = {}
+    summary = {} if state is None else state["results"]
     for task in scenario:
+        if task.id < tasks_done:
+            continue
         start = time.time()
         task_seed = cfg.seed * 1000 + task.id  # every task starts from a known RNG state (resumable)
         L.seed_everything(task_seed, workers=True, verbose=False)
         method.begin_task(task)
+        device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available()
+                              else "cpu")
+        phase_index = 0
 
         def fit(phase) -> None:
-            nonlocal step_offset
+            nonlocal step_offset, device, phase_index
             for logger in loggers:
                 logger.step_offset = step_offset
+            # Each epoch ends with a resume point; one left by an interrupted attempt is continued.
+            ckpt = checkpoints.phase_checkpoint(run_dir, task.id, phase_index, phase.name)
+            phase_index += 1
             trainer = L.Trainer(
-                max_epochs=phase.epochs, logger=loggers or False, callbacks=list(phase.callbacks),
-                enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=str(run_dir),
-                **OmegaConf.to_container(cfg.trainer, resolve=True),
+                max_epochs=phase.epochs, logger=loggers or False,
+                callbacks=[*phase.callbacks, checkpoints.EpochCheckpoint(ckpt)], plugins=_cluster_plugins(),
+                enable_checkpointing=True, num_sanity_val_steps=0, default_root_dir=str(run_dir),
+                **{"use_distributed_sampler": False, **OmegaConf.to_container(cfg.trainer, resolve=True)},
             )
+            ckpt_path = checkpoints.usable_checkpoint(ckpt)
             if isinstance(phase.data, str):
                 ids = list(range(task.id + 1)) if phase.data == "seen" else [task.id]
                 data = task_data(ids, task_seed)
+                data.rank, data.world_size = trainer.global_rank, trainer.world_size
                 if not phase.validate or len(data.val) == 0:
                     trainer.limit_val_batches = 0
-                trainer.fit(method, datamodule=data)
+                trainer.fit(method, datamodule=data, ckpt_path=ckpt_path)
             else:
-                trainer.fit(method, train_dataloaders=phase.data)
+                trainer.fit(method, train_dataloaders=phase.data, ckpt_path=ckpt_path)
             step_offset += trainer.global_step
+            device = trainer.strategy.root_device  # under DDP: this rank's GPU
 
         method.fit_task(task, fit)
-        device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available()
-                              else "cpu")
         method.to(device)
         method.end_task(task, task_data([task.id], task_seed))
 
         def test_batches(t):
-            for x, y in batch_loader(t.test, cfg.eval.batch_size, shuffle=False, num_workers=cfg.num_workers):
+            # Under DDP each rank evaluates its share of the batches and torchmetrics sums the counts
+            # over ranks in compute(): every test sample is counted once, the result is on every rank.
+            loader = batch_loader(t.test, cfg.eval.batch_size, shuffle=False, num_workers=cfg.num_workers)
+            for x, y in distributed.shard(itertools.islice(loader, cfg.eval.limit_batches)):
                 yield t.augment(x.to(device)), y.to(device)
 
         taw, tag, tag_all, task_id = evaluate(method, scenario.tasks[: task.id + 1], test_batches,
                                               cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar)
+        if not checkpoints.is_global_zero():
+            continue  # under DDP rank zero reports and checkpoints
         results.add(task.id, taw, tag, tag_all, task_id)
         summary = report.write_all(run_dir, results, {**_meta(cfg, scenario), **method.extra_results()})
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:
             report.wandb_task(wandb_logger, summary, task.id)
-        _checkpoint(run_dir, method, summary)
+        checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
+                                    wandb_logger.version if wandb_logger is not None else None)
 
     if wandb_logger is not None:
         plots = {name: run_dir / "plots" / f"{name}.png" for name in
@@ -141,6 +214,8 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         wandb.finish()
         if offline:
             log.info("W&B ran offline; upload with:\n  wandb sync %s", run_path)
+    if not summary:  # a DDP rank other than zero
+        return summary
     log.info("final: ACC_TAW %.2f  ACC_TAG %.2f  forgetting TAW %s  TAG %s",
              100 * summary["final_avg_acc_taw"], 100 * summary["final_avg_acc_tag"],
              _fmt(summary["final_avg_forg_taw"]), _fmt(summary["final_avg_forg_tag"]))
@@ -155,7 +230,8 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     for message in (".*module\\(s\\) in eval mode.*",  # frozen teachers are in eval mode on purpose
                     ".*smaller than the logging interval.*", ".*LeafSpec.*", ".*does not have many workers.*",
-                    ".*GPU available but not used.*", ".*srun. command is available.*"):
+                    ".*GPU available but not used.*", ".*srun. command is available.*",
+                    ".*validation_step. but have no .val_dataloader.*"):  # phases without validation
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -172,13 +248,21 @@ def _meta(cfg: DictConfig, scenario) -> dict:
     }
 
 
-def _checkpoint(run_dir: Path, method, summary: dict) -> None:
-    """The resume point: method state and results after the last finished task."""
-    path = run_dir / "checkpoints" / "last.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"tasks_done": summary["tasks_done"], "state_dict": method.state_dict(), "results": summary}, tmp)
-    tmp.replace(path)
+def _cluster_plugins() -> list:
+    """Under Slurm, Lightning's own requeue (SIGUSR1, hpc_ckpt files) is off: submitit requeues the
+    job (hydra/launcher=slurm, `max_num_timeout`) and the run resumes from its own run dir."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The ConfigError/DatasetNotFound behind `error`, also when Hydra's instantiate wrapped it."""
+    while error is not None:
+        if isinstance(error, (ConfigError, DatasetNotFound)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -193,7 +277,10 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry: user-fixable errors become one clear message and exit status 2."""
     try:
         summary = train_sequence(cfg, output_dir(cfg))
-    except (ConfigError, DatasetNotFound) as error:
-        print(f"\nerror: {error}\n", file=sys.stderr)
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        print(f"\nerror: {cause}\n", file=sys.stderr)
         sys.exit(2)
     return summary.get("final_avg_acc_tag")

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lifelong import distributed
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
 from lifelong.models.net import IncrementalNet
@@ -202,6 +203,26 @@ class ContinualMethod(L.LightningModule):
         """Scores over every class seen so far: `[B, n_seen_classes]`; the argmax is the prediction."""
         return self.net(x)
 
+    # ----------------------------------------------------------------------------- DDP (between fits)
+    # With `hardware=ddp` every rank runs the task loop, so `end_task` runs on every rank; what it
+    # computes must end identical everywhere. Without DDP all of these are no-ops (lifelong.distributed).
+    def shard(self, batches: Iterable) -> Iterator:
+        """This rank's share of `batches` (every world_size-th): split between-task passes over data."""
+        return distributed.shard(batches)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks, in place (sums and counts of a sharded pass, e.g. EWC's Fisher)."""
+        return distributed.all_reduce_sum(tensor)
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks, in place."""
+        return distributed.all_reduce_mean(tensor)
+
+    def broadcast_from_rank0(self, module: nn.Module | torch.Tensor) -> nn.Module | torch.Tensor:
+        """Rank zero's parameters and buffers on every rank (a generator, autoencoders, masks, BN snapshots
+        trained or chosen between tasks)."""
+        return distributed.broadcast(module, src=0)
+
     @torch.no_grad()
     def old_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.old_net(x)
@@ -212,6 +233,20 @@ class ContinualMethod(L.LightningModule):
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_load_state_dict_structure(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Before `load_state_dict` on resume: recreate modules that exist only after a task ended."""
+        """Before `load_state_dict` on resume: recreate modules that exist only after a task ended.
+
+        The resume contract (`lifelong.run.restore`, `lifelong.resume`): a resumed run builds the
+        method from the same config, calls `begin_task(task)` for every finished task in order (with
+        the same per-task seed, but without training, `end_task` or evaluation), then this hook
+        with the saved `state_dict`, then `load_state_dict(state_dict)` (strict). So:
+        - everything a method needs later is in `state_dict()` (submodules, parameters, buffers);
+          plain Python attributes set in `end_task` or during training are lost on resume;
+        - `begin_task` only grows structure (heads, per-task layers, masks) and must not depend on
+          what `end_task` of the previous task made;
+        - this hook creates what `end_task` creates (a frozen old model, a generator, one encoder
+          per task, BatchNorm snapshots), shaped from the keys and shapes in `state_dict`.
+        Within a task, each phase resumes from its Lightning checkpoint of the last finished epoch,
+        which holds the whole `state_dict()` as well.
+        """
         if self.old_net is None and any(k.startswith("old_net.") for k in state_dict):
             self.old_net = freeze(copy.deepcopy(self.net))

@@ -65,6 +65,7 @@ class EWC(ContinualMethod):
         batches = data.batches("train", device=self.device, batch_size=data.batch_size)
         if self.num_samples > 0:
             batches = itertools.islice(batches, self.num_samples // data.batch_size + 1)
+        batches = self.shard(batches)  # under DDP each rank takes every world_size-th batch; summed below
         was_training, n_seen = self.net.training, 0
         self.net.eval()
         for x, y in batches:
@@ -84,7 +85,8 @@ class EWC(ContinualMethod):
             n_seen += len(y)
         self.net.zero_grad(set_to_none=True)
         self.net.train(was_training)
-        return {n: f / max(n_seen, 1) for n, f in fisher.items()}
+        n_seen = int(self.all_reduce_sum(torch.tensor(float(n_seen), device=self.device)).item())
+        return {n: self.all_reduce_sum(f) / max(n_seen, 1) for n, f in fisher.items()}
 
     def end_task(self, task: Task, data) -> None:
         super().end_task(task, data)

@@ -8,6 +8,8 @@
   the 7x7/stride-2 stem and max-pool for a 3x3/stride-1 stem, the usual CIFAR adaptation.
 - `convnet`: three conv-BN-ReLU-pool blocks, for quick runs on small images.
 - `mlp`: two hidden layers on flattened pixels.
+- `alexnet`: torchvision's AlexNet up to fc7 (4,096-d), split at `code_layer` (pool5 by default) into
+  `code_input` and `from_code_input` for methods that constrain an intermediate representation (EBLL).
 """
 from __future__ import annotations
 
@@ -137,6 +139,12 @@ class TorchvisionResNet(nn.Module):
 
 def torchvision_resnet(name: str, weights: str | None = None, in_channels: int = 3,
                        small_input: bool = False, **_) -> TorchvisionResNet:
+    if weights is not None and (small_input or in_channels != 3):
+        raise ConfigError(
+            f"backbone.weights={weights} with backbone.small_input={small_input} and {in_channels} input channels "
+            f"would replace the pretrained stem with a random one; use backbone.small_input=false and a 3-channel "
+            f"dataset with pretrained weights"
+        )
     model = _load_weights(name, weights)
     if small_input or in_channels != 3:
         stride = 1 if small_input else 2
@@ -154,6 +162,52 @@ def resnet18(weights: str | None = None, in_channels: int = 3, small_input: bool
 
 def resnet50(weights: str | None = None, in_channels: int = 3, small_input: bool = False, **_) -> TorchvisionResNet:
     return torchvision_resnet("resnet50", weights, in_channels, small_input)
+
+
+ALEXNET_CODE_LAYERS = {"pool5": 0, "fc6": 3, "fc7": 6}  # where the classifier is cut (torchvision indices)
+
+
+class AlexNetFeatures(nn.Module):
+    """torchvision's AlexNet without its last layer (fc8): 4096-d fc7 features.
+
+    A two-stage backbone: `forward(x) = from_code_input(code_input(x))`. `code_input` is the
+    representation methods such as EBLL constrain (F in Rannen Triki et al., ICCV 2017: pool5,
+    256x6x6 flattened to 9,216-d, by default); `from_code_input` is the rest (T: fc6 and fc7 with
+    dropout and ReLU), whose output the heads read.
+    """
+
+    def __init__(self, model: nn.Module, code_layer: str = "pool5"):
+        super().__init__()
+        if code_layer not in ALEXNET_CODE_LAYERS:
+            raise ConfigError(f"backbone.code_layer={code_layer!r} is unknown; valid choices: "
+                              f"{list(ALEXNET_CODE_LAYERS)}")
+        cut = ALEXNET_CODE_LAYERS[code_layer]
+        classifier = list(model.classifier.children())[:-1]  # drop fc8: heads replace it
+        self.features, self.avgpool = model.features, model.avgpool
+        self.before_code = nn.Sequential(*classifier[:cut])
+        self.after_code = nn.Sequential(*classifier[cut:])
+        self.code_layer = code_layer
+        self.out_dim = model.classifier[-1].in_features
+
+    def code_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.before_code(self.avgpool(self.features(x)).flatten(1))
+
+    def from_code_input(self, f: torch.Tensor) -> torch.Tensor:
+        return self.after_code(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_code_input(self.code_input(x))
+
+
+def alexnet(weights: str | None = None, in_channels: int = 3, code_layer: str = "pool5", **_) -> AlexNetFeatures:
+    """AlexNet (Krizhevsky et al., 2012) as torchvision builds it; `weights` as for the ResNets."""
+    if weights is not None and in_channels != 3:
+        raise ConfigError(f"backbone.weights={weights} needs 3 input channels (got backbone.in_channels="
+                          f"{in_channels}): the pretrained first convolution would be replaced by a random one")
+    model = _load_weights("alexnet", weights)
+    if in_channels != 3:
+        model.features[0] = nn.Conv2d(in_channels, 64, 11, 4, 2)
+    return AlexNetFeatures(model, code_layer)
 
 
 class ConvNet(nn.Module):

@@ -1,0 +1,83 @@
+"""DDP on CPU: 2 gloo processes train like 1 process, and every method runs under DDP.
+
+The two ranks are started as external processes (LOCAL_RANK/WORLD_SIZE set, as Slurm does), each
+running tests/ddp_worker.py: several tiny runs in a row, so the imports are paid once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ddp(out: Path, specs: list[str], timeout: int = 500) -> str:
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, LOCAL_RANK=str(rank), NODE_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        log = open(out.parent / f"{out.name}.rank{rank}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(out), *specs],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+    try:
+        for proc in procs:
+            proc.wait(timeout=timeout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return (out.parent / f"{out.name}.rank0.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "runs"
+    specs = ["finetune=method=finetune", "ewc=method=ewc"]
+    specs += [f"{m}=method={m}" for m in METHODS if m not in ("finetune", "ewc")]
+    log = run_ddp(out, specs)
+    return out, log
+
+
+def matrices(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["finetune", "ewc"])
+def test_two_processes_match_one(method, ddp_runs, run):
+    out, log = ddp_runs
+    assert f"done {method}" in log, log[-3000:]
+    _, single_dir = run(f"method={method}")
+    one, two = matrices(single_dir), matrices(out / method)
+    assert two["tasks_done"] == one["tasks_done"] == 3
+    # Each rank trains on its half of every global batch; only float summation order differs.
+    for kind in ("acc_taw", "acc_tag"):
+        for row_one, row_two in zip(one[kind], two[kind]):
+            for a, b in zip(row_one, row_two):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    assert abs(a - b) <= 0.02, (kind, one[kind], two[kind])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_under_ddp(method, ddp_runs):
+    out, log = ddp_runs
+    assert f"done {method}" in log, log[-3000:]
+    results = matrices(out / method)
+    assert results["tasks_done"] == 3
+    # Only rank zero writes: one results.json, one checkpoint, no second copy from rank 1.
+    assert (out / method / "checkpoints" / "last.pt").is_file()
+    assert not list((out / method).glob("*rank*"))
