@@ -101,6 +101,7 @@ class ContinualMethod(L.LightningModule):
     """
 
     keeps_old_model: bool = False  # set by methods that need a frozen copy of the previous model
+    validate_task_aware: bool = False  # validation accuracy on the current task's head (val/acc_taw)
 
     def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
                  epochs: int = 1, ce_scope: str = "current"):
@@ -163,11 +164,15 @@ class ContinualMethod(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        """`val/loss` and `val/acc_tag` over every seen class; with `validate_task_aware`, `val/acc_taw`
+        on the current task's classes (what methods that select epochs per task monitor)."""
         x, y = batch
-        logits = self.task_agnostic_logits(x)
+        if self.validate_task_aware:
+            logits, y, name = self.task_aware_logits(x, self.task.id), y - self.task.offset, "val/acc_taw"
+        else:
+            logits, name = self.task_agnostic_logits(x), "val/acc_tag"
         self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
-        self.log("val/acc_tag", (logits.argmax(1) == y).float().mean(), prog_bar=True, batch_size=len(y),
-                 sync_dist=True)
+        self.log(name, (logits.argmax(1) == y).float().mean(), prog_bar=True, batch_size=len(y), sync_dist=True)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         frozen = {id(p) for m in self.frozen_modules() for p in m.parameters()}
