@@ -74,7 +74,8 @@ CONF
 }
 
 start_munge() {
-    if pgrep -x munged >/dev/null; then return; fi
+    if pgrep -x munged >/dev/null && [ -S /run/munge/munge.socket.2 ]; then return; fi
+    pkill -x munged 2>/dev/null || true  # a munged without its socket is on its way out
     if [ ! -s /etc/munge/munge.key ]; then
         if command -v mungekey >/dev/null; then mungekey --create --force >/dev/null 2>&1 || true; fi
         [ -s /etc/munge/munge.key ] || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
@@ -83,24 +84,55 @@ start_munge() {
     chmod 0400 /etc/munge/munge.key
     mkdir -p /run/munge && chown munge:munge /run/munge && chmod 0755 /run/munge
     runuser -u munge -- /usr/sbin/munged
+    for _ in $(seq 1 20); do [ -S /run/munge/munge.socket.2 ] && return; sleep 0.25; done
+}
+
+node_up() {
+    sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'
+}
+
+clear_leftovers() {
+    # Daemons and job steps of an earlier start (a killed test, a crashed job) keep a fresh node
+    # from registering: end them and forget their state. Only this script's own cluster is touched.
+    local daemon
+    for daemon in slurmd slurmctld slurmstepd; do pkill -x "$daemon" 2>/dev/null || true; done
+    for _ in $(seq 1 20); do
+        pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || pgrep -x slurmstepd >/dev/null || break
+        sleep 0.5
+    done
+    for daemon in slurmd slurmctld slurmstepd; do pkill -9 -x "$daemon" 2>/dev/null || true; done
+    rm -rf "${STATE:?}/d" "${STATE:?}/ctld"
 }
 
 start() {
     need_root
+    if [ -f "$CONF" ] && ! head -1 "$CONF" | grep -q "Written by scripts/slurm_local.sh"; then
+        echo "slurm_local.sh: $CONF was not written by this script (a real cluster?); leaving it alone" >&2
+        exit 3
+    fi
     install
-    write_conf
     start_munge
-    if ! pgrep -x slurmctld >/dev/null; then slurmctld -c; fi  # -c: forget jobs of an earlier start
-    if ! pgrep -x slurmd >/dev/null; then slurmd; fi
-    for _ in $(seq 1 60); do
-        if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+    if pgrep -x slurmctld >/dev/null && node_up; then
+        echo "slurm is already up:"
+        sinfo
+        return
+    fi
+    clear_leftovers
+    write_conf
+    slurmctld -c  # -c: forget jobs of an earlier start
+    slurmd -c
+    for i in $(seq 1 120); do
+        if node_up; then
             echo "slurm is up:"
             sinfo
             return
         fi
+        if [ "$i" = 20 ]; then  # registered but marked down or drained by an earlier life: bring it back
+            scontrol update NodeName="$(hostname -s)" State=RESUME 2>/dev/null || true
+        fi
         sleep 0.5
     done
-    echo "slurm_local.sh: the node did not come up; see /var/log/slurm/" >&2
+    echo "slurm_local.sh: the node did not come up within 60 s; see /var/log/slurm/" >&2
     sinfo >&2 || true
     exit 1
 }
@@ -119,6 +151,10 @@ stop() {
     stop_pidfile "$STATE/slurmd.pid"
     stop_pidfile "$STATE/slurmctld.pid"
     if [ -f /run/munge/munged.pid ]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true; fi
+    for _ in $(seq 1 20); do
+        pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || pgrep -x munged >/dev/null || break
+        sleep 0.25
+    done
     echo "slurm stopped"
 }
 
