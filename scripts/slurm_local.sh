@@ -150,6 +150,7 @@ stop() {
     scancel --user=root 2>/dev/null || true
     stop_pidfile "$STATE/slurmd.pid"
     stop_pidfile "$STATE/slurmctld.pid"
+    pkill -x slurmstepd 2>/dev/null || true  # job steps would outlive their controller, retrying forever
     if [ -f /run/munge/munged.pid ]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true; fi
     for _ in $(seq 1 20); do
         pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || pgrep -x munged >/dev/null || break
