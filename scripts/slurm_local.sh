@@ -87,6 +87,13 @@ start_munge() {
     for _ in $(seq 1 20); do [ -S /run/munge/munge.socket.2 ] && return; sleep 0.25; done
 }
 
+ours_only() {
+    if [ -f "$CONF" ] && ! head -1 "$CONF" | grep -q "Written by scripts/slurm_local.sh"; then
+        echo "slurm_local.sh: $CONF was not written by this script (a real cluster?); leaving it alone" >&2
+        exit 3
+    fi
+}
+
 node_up() {
     sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'
 }
@@ -106,10 +113,7 @@ clear_leftovers() {
 
 start() {
     need_root
-    if [ -f "$CONF" ] && ! head -1 "$CONF" | grep -q "Written by scripts/slurm_local.sh"; then
-        echo "slurm_local.sh: $CONF was not written by this script (a real cluster?); leaving it alone" >&2
-        exit 3
-    fi
+    ours_only
     install
     start_munge
     if pgrep -x slurmctld >/dev/null && node_up; then
@@ -137,25 +141,13 @@ start() {
     exit 1
 }
 
-stop_pidfile() {
-    local file=$1
-    if [ -f "$file" ]; then
-        kill "$(cat "$file")" 2>/dev/null || true
-        rm -f "$file"
-    fi
-}
-
 stop() {
     need_root
+    ours_only
     scancel --user=root 2>/dev/null || true
-    stop_pidfile "$STATE/slurmd.pid"
-    stop_pidfile "$STATE/slurmctld.pid"
-    pkill -x slurmstepd 2>/dev/null || true  # job steps would outlive their controller, retrying forever
+    clear_leftovers
     if [ -f /run/munge/munged.pid ]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true; fi
-    for _ in $(seq 1 20); do
-        pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || pgrep -x munged >/dev/null || break
-        sleep 0.25
-    done
+    for _ in $(seq 1 20); do pgrep -x munged >/dev/null || break; sleep 0.25; done
     echo "slurm stopped"
 }
 
