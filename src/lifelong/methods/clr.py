@@ -61,6 +61,19 @@ class KeepBest(Callback):
         self.best, self.state = state_dict["best"], state_dict["state"]
 
 
+def epoch_selection(task: Task, modules, patience: int, keep_best: bool) -> list:
+    """CLR's epoch selection on task-aware validation accuracy (official `main.py:80-98`): stop after
+    `patience` epochs without a new best, and restore `modules()` from the best epoch. Needs a
+    validation split; without one, training runs its full epochs."""
+    callbacks: list = []
+    if len(task.val) > 0:
+        if patience:
+            callbacks.append(EarlyStopping(monitor="val/acc_taw", mode="max", patience=patience))
+        if keep_best:
+            callbacks.append(KeepBest(modules, "val/acc_taw"))
+    return callbacks
+
+
 class CLR(ContinualMethod):
     """Per-task CLR kernels, BatchNorm copies and heads on one frozen backbone.
 
@@ -124,12 +137,7 @@ class CLR(ContinualMethod):
         return list(self.task_modules(task_id).parameters())
 
     def phases(self, task: Task) -> list[Phase]:
-        callbacks: list = []
-        if len(task.val) > 0:
-            if self.patience:
-                callbacks.append(EarlyStopping(monitor="val/acc_taw", mode="max", patience=self.patience))
-            if self.keep_best:
-                callbacks.append(KeepBest(lambda: self.task_modules(task.id), "val/acc_taw"))
+        callbacks = epoch_selection(task, lambda: self.task_modules(task.id), self.patience, self.keep_best)
         return [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
                       parameters=lambda: self.task_parameters(task.id), callbacks=callbacks)]
 

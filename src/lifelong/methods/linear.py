@@ -14,14 +14,13 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
 from lifelong.methods.base import ContinualMethod, Phase, freeze
-from lifelong.methods.clr import KeepBest
+from lifelong.methods.clr import epoch_selection
 
 
 class Linear(ContinualMethod):
@@ -50,12 +49,7 @@ class Linear(ContinualMethod):
         super().begin_task(task)
 
     def phases(self, task: Task) -> list[Phase]:
-        callbacks: list = []
-        if len(task.val) > 0:
-            if self.patience:
-                callbacks.append(EarlyStopping(monitor="val/acc_taw", mode="max", patience=self.patience))
-            if self.keep_best:
-                callbacks.append(KeepBest(lambda: self.net.heads[task.id], "val/acc_taw"))
+        callbacks = epoch_selection(task, lambda: self.net.heads[task.id], self.patience, self.keep_best)
         return [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory, callbacks=callbacks)]
 
     def frozen_modules(self) -> Iterator[nn.Module]:
