@@ -23,6 +23,7 @@ from lifelong import resume as checkpoints
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.errors import ConfigError, DatasetNotFound
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
+from lifelong.methods.base import PhaseModes
 from lifelong.metrics import Results, evaluate
 
 log = logging.getLogger("lifelong")
@@ -161,7 +162,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             phase_index += 1
             trainer = L.Trainer(
                 max_epochs=phase.epochs, logger=loggers or False,
-                callbacks=[*phase.callbacks, checkpoints.EpochCheckpoint(ckpt)], plugins=_cluster_plugins(),
+                callbacks=[PhaseModes(), *phase.callbacks, checkpoints.EpochCheckpoint(ckpt), *extra_callbacks(cfg)], plugins=_cluster_plugins(),
                 enable_checkpointing=True, num_sanity_val_steps=0, default_root_dir=str(run_dir),
                 **{"use_distributed_sampler": False, **OmegaConf.to_container(cfg.trainer, resolve=True)},
             )
@@ -220,6 +221,11 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
              100 * summary["final_avg_acc_taw"], 100 * summary["final_avg_acc_tag"],
              _fmt(summary["final_avg_forg_taw"]), _fmt(summary["final_avg_forg_tag"]))
     return summary
+
+
+def extra_callbacks(cfg: DictConfig) -> list:
+    """`callbacks.<name>`: Lightning callbacks (Hydra `_target_` configs) added, fresh, to every fit."""
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
 def quiet_lightning() -> None:

@@ -24,8 +24,9 @@ How the four methods we own fit this interface, so that none of them needs the r
   optimizer and `parameters`), or a plain loop with a progress bar. In the next task's `loss_terms`
   a synthetic batch from the frozen generator joins the real one: local CE on real data, head-only
   CE on detached features of real + synthetic, importance-weighted feature distillation against
-  `old_net`. The generator and `old_net` are listed in `frozen_modules()`, so they stay in eval mode
-  however Lightning toggles `train()`, and their parameters never reach an optimizer.
+  `old_net`. The generator and `old_net` are listed in `frozen_modules()` of the training phase, so
+  they are in eval mode there and their parameters never reach its optimizer; in the synthesis phase
+  the generator is what trains, so it is in train mode (its BatchNorm normalises with batch statistics).
 - MIND (Bonato et al., AAAI 2024): `phases()` returns two phases, "teacher" (a fresh model of the
   same architecture, a submodule, trained from scratch on the task) and "distill" (the gated
   sub-network, CE + beta * symmetric KL to the teacher). `begin_task` allocates the task's share of
@@ -39,6 +40,13 @@ How the four methods we own fit this interface, so that none of them needs the r
   phase's `parameters`) and "train" (CE + LwF distillation + code loss against every old encoder);
   `end_task` trains the task's autoencoder on cached features of the frozen model and keeps its
   encoder (a submodule in a `ModuleList`).
+
+Train and eval modes are set in one place. Lightning 2.x does not call `train()` when a fit starts,
+and after each validation it puts every submodule back in the mode it had before. So the runner
+adds `PhaseModes` to every fit: at the start of training and of every epoch it calls
+`method.set_phase_modes()`, which puts the method in train mode and every module of
+`frozen_modules()` (for the current `self.phase`) in eval mode. A method only declares, per phase,
+what is frozen; work trained outside a fit (in `end_task`) sets its own modes.
 
 Defaults here follow FACIL (Masana et al., TPAMI 2022), whose `Inc_Learning_Appr` is the model.
 """
@@ -79,6 +87,29 @@ class Phase:
     parameters: Callable[[], Iterable[nn.Parameter]] | None = None
     callbacks: list = field(default_factory=list)
     validate: bool = True
+
+
+class PhaseModes(L.Callback):
+    """The one place where modes are set for training: `method.set_phase_modes()` when a fit's
+    training starts and at the start of every epoch (Lightning 2.x sets no mode itself)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.set_phase_modes()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        pl_module.set_phase_modes()
+
+
+def require_pretrained(backbone: nn.Module, method: str, random_backbone: bool) -> None:
+    """Methods that freeze their backbone (CLR, linear) refuse a randomly initialised one unless asked.
+
+    Backbones built from weights record them in `backbone.weights` (torchvision ResNets, AlexNet).
+    """
+    if getattr(backbone, "weights", None) is None and not random_backbone:
+        raise ConfigError(
+            f"method={method} freezes its backbone, but backbone.weights is null (a random network): set "
+            f"backbone.weights (e.g. backbone=resnet50 backbone.weights=IMAGENET1K_V1, or a state-dict path), "
+            f"or method.random_backbone=true to train on a frozen random network on purpose")
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -189,11 +220,15 @@ class ContinualMethod(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": phase.scheduler(optimizer), "interval": "epoch"}}
 
     def train(self, mode: bool = True):
-        """Lightning calls `train()` at every epoch; frozen modules must stay in eval mode."""
+        """`train(True)` puts everything in train mode except `frozen_modules()`, which stay in eval."""
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()
         return self
+
+    def set_phase_modes(self) -> None:
+        """The modes of the current phase: train mode, `frozen_modules()` in eval (see `PhaseModes`)."""
+        self.train(True)
 
     # ----------------------------------------------------------------------------- prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor:
