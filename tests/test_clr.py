@@ -8,6 +8,8 @@ from functools import partial
 from types import SimpleNamespace
 
 import lightning as L
+
+from lifelong.methods.base import PhaseModes
 import pytest
 import torch
 from torch import nn
@@ -67,7 +69,7 @@ def fit_task(method, task: Task, batches: int = 3) -> None:
     data = TaskData(task.train, task.val, task.augment, batch_size=8, seed=task.id)
 
     def fit(phase):
-        trainer = L.Trainer(max_epochs=phase.epochs, callbacks=list(phase.callbacks), logger=False,
+        trainer = L.Trainer(max_epochs=phase.epochs, callbacks=[PhaseModes(), *phase.callbacks], logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0, accelerator="cpu", limit_train_batches=batches,
                             deterministic=True)
@@ -263,3 +265,11 @@ def test_end_to_end_on_a_tiny_dataset_sequence(run, folders, method):
 def test_other_methods_run_on_a_dataset_sequence(run, folders, method):
     summary, _ = run(*SEQUENCE, folders, f"method={method}", "backbone=convnet", tiny=False)
     assert summary["tasks_done"] == 2 and summary["task_sizes"] == [3, 2]
+
+
+@pytest.mark.parametrize("method", ["clr", "linear"])
+def test_a_random_backbone_is_refused_unless_asked_for(run, method):
+    from lifelong.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="backbone.weights is null.*method.random_backbone=true"):
+        run(f"method={method}")

@@ -121,14 +121,14 @@ def test_per_head_distillation_sums_one_softmax_per_old_task():
     from lifelong.losses import distillation
 
     torch.manual_seed(0)
-    method = _method(kd_mode="per_head")
+    method = _method(kd_scope="per_head")
     method.begin_task(_task(0, 0, 4))
     method.begin_task(_task(1, 4, 3))
     method.old_net = freeze(copy.deepcopy(method.net))
     logits, old_logits = torch.randn(5, 10), torch.randn(5, 7)
     expected = distillation(logits[:, :4], old_logits[:, :4]) + distillation(logits[:, 4:7], old_logits[:, 4:7])
     assert method.old_heads_kd(logits, old_logits).item() == pytest.approx(expected.item())
-    method.kd_mode = "concat"
+    method.kd_scope = "concat"
     assert method.old_heads_kd(logits, old_logits).item() == pytest.approx(
         distillation(logits[:, :7], old_logits).item())
 
@@ -145,7 +145,7 @@ def test_phases_warm_up_the_new_head_only_after_the_first_task():
     assert _method().warmup_epochs == 1  # None: the main phase's epochs
 
 
-@pytest.mark.parametrize("key,value", [("kd_mode", "both"), ("code_reduction", "avg"), ("ae_reduction", "none"),
+@pytest.mark.parametrize("key,value", [("kd_scope", "both"), ("code_reduction", "avg"), ("ae_reduction", "none"),
                                        ("alpha", -1.0), ("code_size", 0), ("ae_epochs", -1)])
 def test_bad_options_raise_config_errors(key, value):
     with pytest.raises(ConfigError, match=key):
@@ -272,12 +272,20 @@ def test_paper_experiment_composes_and_every_compared_method_builds(tmp_path):
     assert cfg.backbone.weights == "IMAGENET1K_V1" and cfg.method._target_.endswith(".EBLL")
     assert list(cfg.scenario.datasets) == ["scenes", "birds", "flowers102"]
     assert dict(cfg.scenario.roots) == {"scenes": "/s", "birds": "/b"}
-    for name in ("ebll", "lwf", "finetune", "freezing", "joint"):  # the paper's comparison, one sweep
+    assert (cfg.scenario.train_resize, cfg.scenario.image_size, cfg.scenario.flip) == (256, 224, True)
+    # the paper's comparison, one sweep: method name -> (module, what must hold of the built method)
+    compared = {"ebll": ("ebll", lambda m: m.kd_scope == "per_head"), "lwf": ("lwf", lambda m: m.kd_scope == "per_head"),
+                "finetune": ("finetune", lambda m: True),
+                "feature_extraction": ("linear", lambda m: m.norm_weight == 0 and m.patience == 0 and not m.keep_best),
+                "joint_multihead": ("joint", lambda m: m.multi_head and not m.reinit)}
+    for name, (module, holds) in compared.items():
         cfg = compose_config(tmp_path, "experiment=ebll_scenes_birds_flowers", f"method={name}")
-        method = instantiate(cfg.method, backbone=mlp(in_channels=1, image_size=8),
-                             optimizer=instantiate(cfg.optimizer),
+        backbone = mlp(in_channels=1, image_size=8)
+        backbone.weights = "IMAGENET1K_V1"  # stands for the pretrained AlexNet the experiment loads
+        method = instantiate(cfg.method, backbone=backbone, optimizer=instantiate(cfg.optimizer),
                              scheduler=instantiate(cfg.scheduler), epochs=cfg.epochs, _convert_="object")
-        assert type(method).__module__ == f"lifelong.methods.{name}"
+        assert type(method).__module__ == f"lifelong.methods.{module}" and holds(method), name
+    assert compose_config(tmp_path, "method=lwf").method.kd_scope == "concat"  # FACIL's form elsewhere
 
 
 def test_end_to_end_dataset_sequence(run, tmp_path):
@@ -286,7 +294,8 @@ def test_end_to_end_dataset_sequence(run, tmp_path):
     summary, run_dir = run(
         "experiment=ebll_scenes_birds_flowers", f"paths.scenes_root={roots['scenes']}",
         f"paths.birds_root={roots['birds']}", "scenario.datasets=[scenes,birds,flowers]",
-        f"+scenario.roots.flowers={roots['flowers']}", "scenario.image_size=16", "backbone=convnet",
+        f"+scenario.roots.flowers={roots['flowers']}", "scenario.image_size=16", "scenario.train_resize=20",
+        "backbone=convnet",
         "epochs=1", "method.warmup_epochs=0", "batch_size=8", "num_workers=0", "trainer.limit_train_batches=2",
         "logger=none", "trainer.enable_progress_bar=false", *FAST_AE, tiny=False)
     results = _results(run_dir)

@@ -89,3 +89,45 @@ def test_pretrained_weights_refuse_a_replaced_stem():
 
     with pytest.raises(ConfigError, match="backbone.small_input=false"):
         resnet18(weights="IMAGENET1K_V1", small_input=True)
+
+
+def test_multi_head_joint_softmaxes_each_sample_over_its_own_task(run):
+    import torch
+    from torch.nn import functional as F
+
+    from lifelong.methods.joint import Joint
+    from lifelong.models.backbones import mlp
+
+    method = Joint(mlp(in_channels=1, image_size=2, hidden=(4,)), optimizer=None, multi_head=True)
+    method.net.add_head(2)
+    method.net.add_head(3)
+    logits, y = torch.randn(2, 5), torch.tensor([1, 3])
+    expected = (F.cross_entropy(logits[:1, :2], y[:1]) + F.cross_entropy(logits[1:, 2:], y[1:] - 2)) / 2
+    assert method.cross_entropy(logits, y).item() == pytest.approx(expected.item())
+    summary, _ = run("method=joint_multihead")
+    assert summary["tasks_done"] == 3 and summary["final_avg_acc_taw"] > 0.5
+
+
+def test_resnet32_initialises_as_its_source(run):
+    import torch
+
+    from lifelong.models.backbones import resnet32
+    from lifelong.models.net import IncrementalNet
+
+    torch.manual_seed(0)
+    facil, abd = IncrementalNet(resnet32(init="facil")), IncrementalNet(resnet32(init="abd"))
+    conv = abd.backbone.layer3[0].conv2  # 64 -> 64 channels, 3x3: fan_in = fan_out = 576
+    stem_facil, stem_abd = facil.backbone.conv1.weight, abd.backbone.conv1.weight  # 3 -> 16: fan_in 27, fan_out 144
+    assert stem_facil.std().item() == pytest.approx((2 / 144) ** 0.5, rel=0.15)
+    assert stem_abd.std().item() == pytest.approx((2 / 27) ** 0.5, rel=0.15)
+    assert conv.weight.std().item() == pytest.approx((2 / 576) ** 0.5, rel=0.05)
+    head_facil, head_abd = facil.add_head(100), abd.add_head(100)  # 64 -> 100
+    assert head_abd.weight.std().item() == pytest.approx((2 / 64) ** 0.5, rel=0.1)  # kaiming_normal_, fan-in
+    assert head_facil.weight.abs().max().item() <= 1 / 64 ** 0.5  # PyTorch's default: U(-1/sqrt(64), 1/sqrt(64))
+    summary, _ = run("method=joint_reinit", "backbone=resnet32", "backbone.init=abd")
+    assert summary["tasks_done"] == 3
+
+
+def test_cpu_runs_record_their_thread_count(run):
+    summary, run_dir = run("method=finetune", "torch_threads=1")
+    assert summary["torch_threads"] == 1

@@ -243,3 +243,28 @@ def test_mind_resumes_after_a_preemption_with_the_same_results(tmp_path, monkeyp
     monkeypatch.setattr(MIND, "begin_task", begin_task)
     resumed = run_config(tmp_path / "preempted", *overrides)  # a requeued job: resumes from its run dir
     assert resumed["acc_taw"] == full["acc_taw"] and resumed["acc_tag"] == full["acc_tag"]
+
+
+def test_entropy_selector_picks_the_lower_entropy_of_the_two_most_confident():
+    from lifelong.selection import lowest_entropy_of_top, most_confident
+
+    # task 0: max prob 0.6 but flat elsewhere; task 1: max 0.55, the rest on one class (lower entropy);
+    # task 2: max 0.5. max_prob picks task 0, entropy_top2 picks task 1 (between tasks 0 and 1).
+    probs = [torch.tensor([[0.6, 0.2, 0.2]]), torch.tensor([[0.55, 0.45, 0.0]]), torch.tensor([[0.5, 0.5, 0.0]])]
+    logits = [p.clamp_min(1e-12).log() for p in probs]
+    assert most_confident(logits)[1].tolist() == [0]
+    scores, chosen = lowest_entropy_of_top(logits)
+    assert chosen.tolist() == [1] and scores.argmax(1).tolist() == [3]
+    entropies = [-(p * p.clamp_min(1e-12).log()).sum().item() for p in probs[:2]]
+    assert entropies[1] < entropies[0]
+
+
+def test_mind_reports_both_task_agnostic_accuracies(run):
+    summary, out = run("method=mind", "backbone=convnet", "trainer.limit_train_batches=1")
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["tag_variants"]) == {"max_prob", "entropy_top2"}
+    assert results["acc_tag_max_prob"] == results["acc_tag"]  # the default selector is max_prob
+    assert all(v is not None for v in results["acc_tag_entropy_top2"][2][:3])
+    summary, out = run("method=mind", "backbone=convnet", "trainer.limit_train_batches=1", "method.selector=entropy_top2")
+    assert json.loads((out / "results.json").read_text())["acc_tag"] == \
+        json.loads((out / "results.json").read_text())["acc_tag_entropy_top2"]

@@ -59,6 +59,7 @@ class Results:
         self.acc_tag: Matrix = [[None] * n_tasks for _ in range(n_tasks)]
         self.acc_task_id: Matrix = [[None] * n_tasks for _ in range(n_tasks)]
         self.acc_tag_all: list[Optional[float]] = [None] * n_tasks
+        self.acc_tag_variants: dict[str, Matrix] = {}  # name -> acc_tag matrix of another TAG rule
         self.last_task = -1
 
     def add(self, t: int, taw: Sequence[float], tag: Sequence[float], tag_all: float,
@@ -69,6 +70,11 @@ class Results:
             self.acc_task_id[t][u] = None if task_id is None else float(task_id[u])
         self.acc_tag_all[t] = float(tag_all)
         self.last_task = t
+
+    def add_variants(self, t: int, variants: dict[str, Sequence[float]]) -> None:
+        for name, row in variants.items():
+            matrix = self.acc_tag_variants.setdefault(name, [[None] * self.n_tasks for _ in range(self.n_tasks)])
+            matrix[t][: len(row)] = [float(v) for v in row]
 
     def _trained(self, matrix: Matrix) -> Matrix:
         return matrix[: self.last_task + 1]
@@ -92,6 +98,11 @@ class Results:
             out[f"bwt_{kind}"] = backward_transfer(acc, t)
         out["acc_tag_all"] = self.acc_tag_all
         out["acc_task_id"] = self.acc_task_id
+        for name, acc in self.acc_tag_variants.items():
+            avg = row_means(self._trained(acc)) + [None] * (self.n_tasks - t - 1)
+            out[f"acc_tag_{name}"], out[f"avg_acc_tag_{name}"] = acc, avg
+            out[f"final_avg_acc_tag_{name}"] = avg[t] if t >= 0 else None
+        out["tag_variants"] = sorted(self.acc_tag_variants)
         return out
 
     @classmethod
@@ -100,16 +111,20 @@ class Results:
         for name in cls.MATRICES:
             setattr(results, name, data[name])
         results.acc_tag_all = data["acc_tag_all"]
+        results.acc_tag_variants = {name: data[f"acc_tag_{name}"] for name in data.get("tag_variants", [])}
         results.last_task = data["tasks_done"] - 1
         return results
 
 
 @torch.no_grad()
-def evaluate(method, tasks, batches, limit_batches: int | None = None, progress: bool = False):
+def evaluate(method, tasks, batches, limit_batches: int | None = None, progress: bool = False,
+             variants: dict[str, list[float]] | None = None):
     """Accuracy of `method` on the test set of every task in `tasks` (the tasks seen so far).
 
     `batches(task)` yields `(x, y)` test batches on the method's device, already normalised.
-    Returns per-task TAW, TAG and task-identification accuracies and the pooled TAG accuracy.
+    Returns per-task TAW, TAG and task-identification accuracies and the pooled TAG accuracy; the
+    per-task TAG accuracy of each of the method's other task-agnostic rules
+    (`task_agnostic_variants`) goes into `variants[name]` when a dict is given.
     """
     device = method.device
     offsets = torch.tensor([t.offset for t in tasks] + [tasks[-1].offset + tasks[-1].n_classes], device=device)
@@ -128,16 +143,23 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
     method.eval()
     for task in iterator:
         acc_taw, acc_tag, acc_tid = accuracy(task.n_classes), accuracy(n_seen), accuracy(len(tasks))
+        acc_variants: dict[str, MulticlassAccuracy] = {}
         for i, (x, y) in enumerate(batches(task)):
             if limit_batches is not None and i >= limit_batches:
                 break
             acc_taw.update(method.task_aware_logits(x, task.id).argmax(1), y - task.offset)
-            pred = method.task_agnostic_logits(x).argmax(1)
+            scores, others = method.task_agnostic_variants(x)
+            for name, other in others.items():
+                acc_variants.setdefault(name, accuracy(n_seen)).update(other.argmax(1), y)
+            pred = scores.argmax(1)
             acc_tag.update(pred, y)
             pooled.update(pred, y)
             acc_tid.update(torch.bucketize(pred, offsets[1:], right=True), torch.full_like(y, task.id))
         taw.append(acc_taw.compute().item())
         tag.append(acc_tag.compute().item())
         task_id.append(acc_tid.compute().item())
+        if variants is not None:
+            for name, acc in acc_variants.items():
+                variants.setdefault(name, []).append(acc.compute().item())
     method.train(was_training)
     return taw, tag, pooled.compute().item(), task_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,9 +30,19 @@ from lifelong.metrics import Results, evaluate
 log = logging.getLogger("lifelong")
 
 
+def set_threads(threads) -> int:
+    """`torch_threads`: an integer, "auto" (one per core this process may use) or None (torch's default)."""
+    if threads == "auto":
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
 def build(cfg: DictConfig):
     """Everything a run needs, built and checked before any training starts."""
     config_checks.check(cfg)
+    set_threads(cfg.get("torch_threads"))
     scenario = instantiate(cfg.scenario, dataset=cfg.dataset, data_root=cfg.paths.data_root, seed=cfg.seed,
                            _convert_="object")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -190,11 +201,14 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             for x, y in distributed.shard(itertools.islice(loader, cfg.eval.limit_batches)):
                 yield t.augment(x.to(device)), y.to(device)
 
+        variants: dict[str, list[float]] = {}
         taw, tag, tag_all, task_id = evaluate(method, scenario.tasks[: task.id + 1], test_batches,
-                                              cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar)
+                                              cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar,
+                                              variants=variants)
         if not checkpoints.is_global_zero():
             continue  # under DDP rank zero reports and checkpoints
         results.add(task.id, taw, tag, tag_all, task_id)
+        results.add_variants(task.id, variants)
         summary = report.write_all(run_dir, results, {**_meta(cfg, scenario), **method.extra_results()})
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:
@@ -251,6 +265,7 @@ def _meta(cfg: DictConfig, scenario) -> dict:
         "task_sizes": scenario.task_sizes,
         "task_classes": [t.classes for t in scenario.tasks],
         "seed": cfg.seed,
+        "torch_threads": torch.get_num_threads(),  # CPU numbers are reproducible at a fixed thread count
     }
 
 

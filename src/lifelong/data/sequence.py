@@ -123,14 +123,22 @@ class ToRGB:
         return image.convert("RGB")
 
 
-def image_transform(image_size: int, mean: Sequence[float], std: Sequence[float]):
-    """CLR official `dataset/dataloader_reader.py:38-42`: Resize((224, 224)), ToTensor, Normalize."""
+def image_transform(image_size: int, mean: Sequence[float], std: Sequence[float], resize: int | None = None,
+                    train: bool = False, flip: bool = False):
+    """Without `resize`: CLR official `dataset/dataloader_reader.py:38-42`, Resize((224, 224)), ToTensor,
+    Normalize (no augmentation). With `resize`: the image is resized to `resize` x `resize`, then cut to
+    an `image_size` crop, random (and flipped with `flip`) for training, central for evaluation: EBLL's
+    random 227 crops of 256 with flips (official `getImageBatch.m:8-9`)."""
     from torchvision import transforms
 
-    return transforms.Compose([
-        ToRGB(), transforms.Resize((image_size, image_size)), transforms.ToTensor(),
-        transforms.Normalize(list(mean), list(std)),
-    ])
+    if resize is None:
+        steps = [transforms.Resize((image_size, image_size))]
+    elif train:
+        steps = [transforms.Resize((resize, resize)), transforms.RandomCrop(image_size)]
+        steps += [transforms.RandomHorizontalFlip()] if flip else []
+    else:
+        steps = [transforms.Resize((resize, resize)), transforms.CenterCrop(image_size)]
+    return transforms.Compose([ToRGB(), *steps, transforms.ToTensor(), transforms.Normalize(list(mean), list(std))])
 
 
 class Prepared(nn.Module):
@@ -289,7 +297,8 @@ def resolve_entries(datasets, roots: Mapping[str, str] | None, folders_root: str
 
 def build_sequence(entries: Sequence[Mapping], image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                    val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                   download: bool = True, seed: int = 0) -> Scenario:
+                   download: bool = True, seed: int = 0, train_resize: int | None = None,
+                   flip: bool = False) -> Scenario:
     """One task per entry, in order; labels of task i are `offset_i + (index of the class in its dataset)`."""
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"scenario.val_fraction={val_fraction} must be in [0, 1)")
@@ -297,7 +306,12 @@ def build_sequence(entries: Sequence[Mapping], image_size: int = 224, mean=IMAGE
         raise ConfigError(f"scenario.test_fraction={test_fraction} must be in (0, 1)")
     if int(image_size) < 1:
         raise ConfigError(f"scenario.image_size={image_size} must be a positive number of pixels")
-    transform = image_transform(int(image_size), mean, std)
+    if train_resize is not None and int(train_resize) < int(image_size):
+        raise ConfigError(f"scenario.train_resize={train_resize} is smaller than scenario.image_size={image_size}: "
+                          f"the crop must fit in the resized image (e.g. train_resize=256 image_size=224), or null")
+    resize = None if train_resize is None else int(train_resize)
+    transforms_by_split = {split: image_transform(int(image_size), mean, std, resize, split == "train", flip)
+                           for split in ("train", "val", "test")}
     augment = Prepared()
     rng = np.random.default_rng(seed)
     tasks, offset = [], 0
@@ -322,7 +336,7 @@ def build_sequence(entries: Sequence[Mapping], image_size: int = 224, mean=IMAGE
                                       f"that the training split lacks")
         views = {
             s: LabelledView(sp.dataset, sp.indices, offset + np.asarray([lookup[int(c)] for c in sp.labels], dtype=np.int64),
-                            transform)
+                            transforms_by_split[s])
             for s, sp in splits.items()
         }
         tasks.append(Task(i, [int(c) for c in classes], offset, views["train"], views["val"], views["test"],
@@ -334,10 +348,10 @@ def build_sequence(entries: Sequence[Mapping], image_size: int = 224, mean=IMAGE
 def dataset_sequence(dataset=None, data_root: str = "data", seed: int = 0, datasets=(), roots=None,
                      folders_root: str | None = None, image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                      val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                     download: bool = True) -> Scenario:
+                     download: bool = True, train_resize: int | None = None, flip: bool = False) -> Scenario:
     """The `scenario=dataset_sequence` builder. `dataset` (the config group) is not used: every task
     names its own dataset in `datasets`."""
     entries = resolve_entries(list(datasets) if not isinstance(datasets, str) else datasets, roots, folders_root,
                               data_root)
     return build_sequence(entries, image_size, tuple(mean), tuple(std), val_fraction, test_fraction, split_seed,
-                          download, seed)
+                          download, seed, train_resize, flip)

@@ -243,6 +243,12 @@ class ContinualMethod(L.LightningModule):
         """Scores over every class seen so far: `[B, n_seen_classes]`; the argmax is the prediction."""
         return self.net(x)
 
+    def task_agnostic_variants(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`(task_agnostic_logits(x), {name: scores})`: what evaluation calls. Methods with more than one
+        task-agnostic rule (MIND's two selectors) return the others by name, computed from the same
+        forward passes; each is reported as `acc_tag_<name>` in results.json."""
+        return self.task_agnostic_logits(x), {}
+
     # ----------------------------------------------------------------------------- DDP (between fits)
     # With `hardware=ddp` every rank runs the task loop, so `end_task` runs on every rank; what it
     # computes must end identical everywhere. Without DDP all of these are no-ops (lifelong.distributed).

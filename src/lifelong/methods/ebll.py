@@ -22,9 +22,9 @@ Reductions are explicit because the sources mix conventions: "batchmean" sums th
 differences over dimensions and averages over the batch (the paper's and MatConvNet's), "mean"
 averages over every element (`nn.MSELoss`, the PyTorch demo and CLsurvey), "sum" sums everything.
 
-Class-incremental use (no official version exists): KD on the concatenated old logits, as FACIL's
-LwF (`kd_mode="concat"`); `kd_mode="per_head"` distils each old head on its own softmax, as the
-paper's multi-head setting does (`utils/multitask_forward_bef_fc8.m:44-47`).
+The KD term is LwF's (`kd_scope`): "concat", on the concatenated old logits as FACIL's LwF, for
+class-incremental use (no official version exists); "per_head", each old head on its own softmax,
+as the paper's multi-head setting does (`utils/multitask_forward_bef_fc8.m:44-47`).
 
 Deviations: the teacher's logits and codes are computed online on the same augmented batch (the
 PyTorch demo and CLsurvey do this; MatConvNet records them offline on pre-augmented copies); during
@@ -45,14 +45,12 @@ from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
-from lifelong.losses import distillation
 from lifelong.methods.base import Phase, freeze
 from lifelong.methods.lwf import LwF
 from lifelong.models.autoencoder import AutoEncoder, make_encoder
 
 log = logging.getLogger("lifelong")
 
-KD_MODES = ("concat", "per_head")
 REDUCTIONS = ("batchmean", "mean", "sum")
 
 
@@ -116,15 +114,15 @@ def fit_autoencoder(ae: AutoEncoder, features: torch.Tensor, labels: torch.Tenso
 class EBLL(LwF):
     keeps_old_model = True
 
-    def __init__(self, *args, lamb: float = 1.0, T: float = 2.0, kd_mode: str = "concat", alpha: float = 1e-2,
+    def __init__(self, *args, lamb: float = 1.0, T: float = 2.0, kd_scope: str = "concat", alpha: float = 1e-2,
                  code_reduction: str = "batchmean", warmup_epochs: int | None = None,
                  warmup_optimizer: Callable | None = None, code_size: int = 100, ae_rec_weight: float = 1e-6,
                  ae_reduction: str = "batchmean", ae_epochs: int = 100, ae_batch_size: int = 5000,
                  ae_optimizer: Callable | None = None, progress_bar: bool = True, **kwargs):
         # KD weight 1 and T = 2: the paper follows LwF (Li & Hoiem, Sec. 3); MatConvNet
         # `vl_nnsoftmaxdiff.m:74-96` (T = 2, no T^2 factor). CLsurvey starts its KD weight at 10.
-        super().__init__(*args, lamb=lamb, T=T, **kwargs)
-        checks = {"kd_mode": (kd_mode, KD_MODES), "code_reduction": (code_reduction, REDUCTIONS),
+        super().__init__(*args, lamb=lamb, T=T, kd_scope=kd_scope, **kwargs)
+        checks = {"code_reduction": (code_reduction, REDUCTIONS),
                   "ae_reduction": (ae_reduction, REDUCTIONS)}
         for key, (value, choices) in checks.items():
             if value not in choices:
@@ -138,9 +136,6 @@ class EBLL(LwF):
         for key, value in {"ae_epochs": ae_epochs, "warmup_epochs": warmup_epochs}.items():
             if value is not None and int(value) < 0:
                 raise ConfigError(f"method.{key}={value} must be >= 0 (0 switches it off)")
-        # "concat": FACIL's LwF on the concatenated old logits, for class-incremental runs;
-        # "per_head": the paper's multi-head KD, one softmax per old task.
-        self.kd_mode = kd_mode
         # Code-loss weight, spec decision: 1e-2, and 1e-3 when the guarded autoencoder is ImageNet's
         # (the paper, as specs/clr_ebll.md B.3 records it). MatConvNet demo: 1e-1
         # (`exp_LwF_with_encoder.m:95,153`); PyTorch demo: 1e-1 on the mean MSE over d = 100 codes,
@@ -201,13 +196,6 @@ class EBLL(LwF):
             terms["kd"] = self.lamb * self.old_heads_kd(logits, old_logits)
             terms["code"] = self.alpha / 2 * self.code_distance(f, old_f)
         return terms
-
-    def old_heads_kd(self, logits: torch.Tensor, old_logits: torch.Tensor) -> torch.Tensor:
-        n_old = old_logits.shape[1]
-        if self.kd_mode == "concat":
-            return distillation(logits[:, :n_old], old_logits, self.T)
-        bounds = zip(self.old_net.offsets, self.old_net.task_sizes)
-        return sum(distillation(logits[:, s : s + n], old_logits[:, s : s + n], self.T) for s, n in bounds)
 
     def code_distance(self, f: torch.Tensor, old_f: torch.Tensor) -> torch.Tensor:
         """`sum_k ||sigmoid(E_k f) - sigmoid(E_k f*)||^2` over every old task's encoder."""

@@ -9,7 +9,8 @@ head and task t's BatchNorm) is trained with (phase "distill")
 
 where only the weights owned by t change; then the BatchNorm layers are snapshotted for task t.
 Without a task id (TAG), every sub-network j scores its own classes and the one with the largest
-max softmax(z_j / tau) predicts.
+max softmax(z_j / tau) predicts (`selector="max_prob"`); the official code also reports the
+lower-entropy one of the two most confident (`"entropy_top2"`); results.json holds both.
 
 Implemented from the re-implementation report `specs/mind.md` (the official code, Lsabetta/MIND,
 is CC BY-NC-ND: nothing is ported); "spec Sec. x" and official `file:line` refer to it. Decisions:
@@ -39,7 +40,7 @@ from lifelong.models.gated import (FREE, MAX_TASKS, BatchNormSnapshots, allocate
                                    batchnorm_state, gate_layers, gated_layers, he_normal_, select,
                                    set_batchnorm_state)
 from lifelong.models.net import IncrementalNet
-from lifelong.selection import most_confident
+from lifelong.selection import SELECTORS
 
 TEACHERS = ("fresh", "self")
 LOGIT_MASKING = ("zero", "slice")
@@ -91,12 +92,13 @@ class MIND(ContinualMethod):
                  temperature: float = 6.5, logit_masking: str = "zero", teacher_bn_mode: str = "train",
                  weight_sharing: bool = True, new_weight_init: str = "auto", per_task_bn: bool = True,
                  freeze_bn_stats_after_first: bool = False, magnitude_source: str = "student",
-                 ce_scope: str = "current"):
+                 selector: str = "max_prob", ce_scope: str = "current"):
         super().__init__(gate_layers(backbone), optimizer, scheduler, epochs, ce_scope)
         for key, value, valid in (("teacher", teacher, TEACHERS), ("logit_masking", logit_masking, LOGIT_MASKING),
                                   ("teacher_bn_mode", teacher_bn_mode, TEACHER_BN_MODES),
                                   ("new_weight_init", new_weight_init, NEW_WEIGHT_INIT),
-                                  ("magnitude_source", magnitude_source, MAGNITUDE_SOURCES)):
+                                  ("magnitude_source", magnitude_source, MAGNITUDE_SOURCES),
+                                  ("selector", selector, tuple(SELECTORS))):
             if value not in valid:
                 raise ConfigError(f"method.{key}={value!r} is unknown; valid choices: {list(valid)}")
         if not isinstance(n_tasks, int) or not 1 <= n_tasks <= MAX_TASKS:
@@ -136,6 +138,9 @@ class MIND(ContinualMethod):
         self.freeze_bn_stats_after_first = freeze_bn_stats_after_first
         # Self-distillation allocation ranks |w| of the student (official quirk, `pruner.py:92`) or the teacher.
         self.magnitude_source = magnitude_source
+        # TAG rule (`test_fn.py:73-98`): max_prob, the most confident sub-network (`total_acc`, the CSV's
+        # number); entropy_top2, of the two most confident the one of lower entropy (`accuracy_e`).
+        self.selector = selector
         self.snapshots = BatchNormSnapshots(self.net.backbone, n_tasks)
         self.teacher: IncrementalNet | None = None
         self._frozen: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []  # (weight, trainable, anchor)
@@ -368,8 +373,15 @@ class MIND(ContinualMethod):
         return self.subnetwork_logits(x, [task_id])[0]
 
     def task_agnostic_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The most confident sub-network's probabilities, -inf elsewhere (`test_fn.py:31-161`)."""
-        return most_confident(self.subnetwork_logits(x), self.temperature)[0]
+        """The selected sub-network's probabilities, -inf elsewhere (`test_fn.py:31-161`)."""
+        return SELECTORS[self.selector](self.subnetwork_logits(x), self.temperature)[0]
+
+    def task_agnostic_variants(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Both official selectors from one pass over the sub-networks: `acc_tag_max_prob` (the CSV's
+        `total_acc`) and `acc_tag_entropy_top2` (the printed `accuracy_e`) in results.json."""
+        logits = self.subnetwork_logits(x)
+        scores = {name: select(logits, self.temperature)[0] for name, select in SELECTORS.items()}
+        return scores[self.selector], scores
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.task_agnostic_logits(x)

@@ -1,4 +1,4 @@
-"""PackNet (Mallya & Lazebnik, CVPR 2018), in MIND's gating machinery, as MIND's code runs it.
+"""PackNet (Mallya & Lazebnik, CVPR 2018), built on MIND's gating machinery.
 
 One network, pruned into nested per-task sub-networks. For task t:
   1. "train": the free weights W_free learn the task with the old tasks' weights frozen but used,
@@ -8,13 +8,15 @@ each phase minimises
 
     L = CE(h_t(f(x; W ⊙ M)), y),   M = the phase's gate (dense in "train", tasks 0..t in "retrain").
 
-Settings follow MIND's PackNet baseline, `--packnet_original` (spec `specs/mind.md` Sec. 1.4): each
-task keeps numel // N of every layer; free weights are re-drawn He-normal before each task
-(`pruner.dezero`); BatchNorm running statistics are frozen after task 0 while gamma/beta are
-trained and kept per task; schedules as MIND's (the same `--epochs`/`--lr` flags). Unlike the
-official flag, which ranks the *untrained* tensor (spec Sec. 7 item 7), pruning ranks the weights
-just trained, as PackNet does. Prediction is MIND's: task-aware by the task's sub-network,
-task-agnostic by the most confident sub-network.
+This is Mallya & Lazebnik's PackNet: pruning ranks the magnitudes of the weights just trained
+(Sec. 3), every task keeps numel // N of each layer, pruned weights are re-drawn He-normal before
+the next task, and each task has its own bias-free head. Schedules and the BatchNorm handling are
+the ones MIND uses for its PackNet row (`--packnet_original`, same `--epochs`/`--lr` flags; running
+statistics frozen after task 0, gamma/beta per task). It is not MIND's baseline code: that code
+ranks the *untrained* tensor before training (so its selection is effectively random) and prunes
+the classifier like a conv layer, sharing one fc matrix between tasks; ours prunes trained
+weights and keeps one head per task. Prediction is MIND's: task-aware by the task's sub-network,
+task-agnostic by the selected (most confident) sub-network.
 """
 from __future__ import annotations
 

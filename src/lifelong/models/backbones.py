@@ -60,11 +60,26 @@ class _ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
 
 
+RESNET32_INITS = ("facil", "abd")
+
+
 class CifarResNet(nn.Module):
-    def __init__(self, blocks_per_stage: int, in_channels: int = 3, shortcut: str = "A", widths=(16, 32, 64)):
+    """Initialisation per source (`init`):
+
+    - "facil": convs He-normal fan-out (ReLU gain), BatchNorm 1/0, heads PyTorch's default Linear init
+      (FACIL `src/networks/resnet32.py`, the `for m in self.modules()` loop).
+    - "abd": convs and heads `kaiming_normal_` with its defaults (fan-in, gain sqrt(2)), BatchNorm and
+      head biases PyTorch's defaults (ABD `models/resnet.py`, `_weights_init` applied to Conv2d and Linear).
+    The head part is carried out by `IncrementalNet.add_head`, which reads `head_init`.
+    """
+
+    def __init__(self, blocks_per_stage: int, in_channels: int = 3, shortcut: str = "A", widths=(16, 32, 64),
+                 init: str = "facil"):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ConfigError(f"backbone.shortcut={shortcut!r} is unknown; valid choices: ['A', 'B']")
+        if init not in RESNET32_INITS:
+            raise ConfigError(f"backbone.init={init!r} is unknown; valid choices: {list(RESNET32_INITS)}")
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         layers, in_planes = [], widths[0]
@@ -77,8 +92,11 @@ class CifarResNet(nn.Module):
             layers.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3 = layers
         self.out_dim = widths[-1]
-        for m in self.modules():  # He et al. init, as in the CIFAR ResNets of FACIL and ABD
-            if isinstance(m, nn.Conv2d):
+        self.init, self.head_init = init, ("kaiming_normal" if init == "abd" else "default")
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and init == "abd":
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
@@ -90,9 +108,9 @@ class CifarResNet(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
-def resnet32(in_channels: int = 3, shortcut: str = "A", **_) -> CifarResNet:
-    """ResNet-32 for 32x32 inputs: 6n+2 layers with n = 5."""
-    return CifarResNet(5, in_channels, shortcut)
+def resnet32(in_channels: int = 3, shortcut: str = "A", init: str = "facil", **_) -> CifarResNet:
+    """ResNet-32 for 32x32 inputs: 6n+2 layers with n = 5; `init` as the source's code (CifarResNet)."""
+    return CifarResNet(5, in_channels, shortcut, init=init)
 
 
 def _load_weights(name: str, weights: str | None):

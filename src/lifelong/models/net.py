@@ -31,10 +31,20 @@ class IncrementalNet(nn.Module):
         return [sum(sizes[:i]) for i in range(len(sizes))]
 
     def add_head(self, n_classes: int) -> nn.Linear:
-        head = nn.Linear(self.out_dim, n_classes)
+        """A new linear head; `backbone.head_init="kaiming_normal"` re-draws its weight He-normal (fan-in),
+        as ABD's ResNet-32 initialises its classifier; otherwise PyTorch's default Linear init."""
+        head = self.init_head(nn.Linear(self.out_dim, n_classes), reset=False)  # nn.Linear has just drawn it
         if len(self.heads):  # new heads live where the model lives
             head.to(next(self.heads[0].parameters()).device)
         self.heads.append(head)
+        return head
+
+    def init_head(self, head: nn.Linear, reset: bool = True) -> nn.Linear:
+        """(Re-)initialise a head as the backbone's source does (`backbone.head_init`)."""
+        if reset:
+            head.reset_parameters()
+        if getattr(self.backbone, "head_init", "default") == "kaiming_normal":
+            nn.init.kaiming_normal_(head.weight)
         return head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
