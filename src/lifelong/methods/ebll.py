@@ -230,7 +230,7 @@ class EBLL(LwF):
 
         ae = AutoEncoder(features.shape[1], self.code_size).to(features.device)
         history = fit_autoencoder(ae, features, labels, classify, self.ae_rec_weight, self.ae_reduction,
-                                  self.ae_optimizer, self.ae_epochs, self.ae_batch_size, self.progress_bar,
+                                  self.ae_optimizer, self.loop_length(self.ae_epochs), self.ae_batch_size, self.progress_bar,
                                   desc=f"autoencoder task {task.id}")
         with torch.no_grad():
             accuracy = sum((classify(ae(f)).argmax(1) == y).sum().item()
