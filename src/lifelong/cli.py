@@ -12,6 +12,7 @@ two, before the heavy imports and any model is built. Exit statuses:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -49,7 +50,7 @@ def _only_hydra_files(path: Path) -> bool:
 
 def _log_line(run_dir: Path | None, line: str) -> None:
     """Append `line` to an existing run's train.log (Hydra's log file of this attempt may be elsewhere)."""
-    if run_dir is None or not validate.is_run_dir(run_dir) or _only_hydra_files(run_dir):
+    if run_dir is None or not validate.is_run_dir(run_dir):
         return
     try:
         with open(Path(run_dir) / "train.log", "a") as f:
@@ -67,9 +68,8 @@ def _follow_log_into(run_dir: Path) -> None:
 
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry: check, train, and turn user errors and interruptions into one line each."""
-    from lifelong import progress
-
-    progress.quiet_tqdm_when_redirected()
+    if not sys.stderr.isatty():  # before tqdm is imported: no redraw bars in a log file
+        os.environ.setdefault("TQDM_DISABLE", "1")
     attempt_dir = output_dir(cfg)
     fresh = _only_hydra_files(attempt_dir) or not attempt_dir.exists()
     resume_dir = Path(str(cfg.resume)) if cfg.get("resume") else None
@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> float | None:
         if resume_dir is not None and resume_dir.resolve() != attempt_dir.resolve():
             _follow_log_into(resume_dir)
             if fresh:  # Hydra made a new run dir for this attempt; the run goes on in resume_dir
-                shutil.rmtree(attempt_dir, ignore_errors=True)
+                _remove_attempt(attempt_dir)
         with interrupt.handle_signals():
             from lifelong.run import train_sequence
 
@@ -102,10 +102,23 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("final_avg_acc_tag")
 
 
+def _remove_attempt(path: Path) -> None:
+    """Remove the run dir Hydra made for this attempt, and the date folders above it left empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    parent = path.resolve().parent
+    while parent != cwd and cwd in parent.parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+
+
 def _fail(message: str, run_dir: Path | None, stray: Path | None) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     if stray is not None and _only_hydra_files(stray):
-        shutil.rmtree(stray, ignore_errors=True)
+        _remove_attempt(stray)
     if stray is None or Path(run_dir) != Path(stray):
         _log_line(run_dir, f"error: {message}")
     sys.exit(2)

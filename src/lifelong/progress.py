@@ -3,11 +3,11 @@
 In a terminal, Lightning's bar says where the run is: `task 2/5 · train · epoch 3/30`. When stdout
 is not a terminal (CI, Slurm logs, `> log.txt`), carriage-return bars would fill the file with
 hundreds of kilobytes of redraws: each epoch prints one plain line instead, and tqdm bars of
-between-task loops and evaluation are off (`TQDM_DISABLE`, read by tqdm when it is imported).
+between-task loops and evaluation are off (`TQDM_DISABLE`, read by tqdm when it is imported:
+`lifelong.cli` sets it before the heavy imports).
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -16,12 +16,6 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 def interactive() -> bool:
     return sys.stdout.isatty()
-
-
-def quiet_tqdm_when_redirected() -> None:
-    """Before tqdm is imported: no redraw bars in a file (tqdm writes to stderr)."""
-    if not sys.stderr.isatty():
-        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def where(task_id: int, n_tasks: int, phase: str, epoch: int, epochs: int) -> str:

@@ -53,6 +53,12 @@ def check_command_line(args: list[str], conf_dir: Path) -> None:
     plain = []
     for override, text in zip(overrides, raw):
         key = override.key_or_group
+        if key in ("hydra.run.dir", "hydra.sweep.dir", "paths.output_dir") and not override.is_sweep_override():
+            target = Path(text.split("=", 1)[1])
+            ok, where = _writable(target)
+            if not ok:
+                raise ConfigError(f"{key}={target}: cannot create the run directory there ({where} is read-only or "
+                                  f"not a directory); choose a writable place, e.g. {key}=$HOME/runs/<name>")
         if key.startswith("hydra") or override.package:
             continue
         if override.is_sweep_override():
@@ -62,6 +68,16 @@ def check_command_line(args: list[str], conf_dir: Path) -> None:
             prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(override.type, "")
             text = f"{prefix}{key}={value}"
         plain.append((override, text))
+    groups = _groups(conf_dir)
+    for override, text in plain:  # an unknown option of a config group (method=lwff)
+        group = override.key_or_group
+        if group in groups and override.type.name == "CHANGE":
+            value = text.split("=", 1)[1]
+            options = sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
+            if value not in options and value != "null":
+                raise ConfigError(f"{group}={value} is unknown; valid choices: {options} ({_suggest(value, options)})"
+                                  if difflib.get_close_matches(value, options, n=1, cutoff=0.6)
+                                  else f"{group}={value} is unknown; valid choices: {options}")
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         base = compose("config", overrides=[t for o, t in plain if "." not in o.key_or_group and "/" not in o.key_or_group
