@@ -48,13 +48,13 @@ def _only_hydra_files(path: Path) -> bool:
     return path.is_dir() and {p.name for p in path.iterdir()} <= HYDRA_FILES
 
 
-def _log_line(run_dir: Path | None, line: str) -> None:
+def _log_line(run_dir: Path | None, line: str, level: str = "ERROR") -> None:
     """Append `line` to an existing run's train.log (Hydra's log file of this attempt may be elsewhere)."""
     if run_dir is None or not validate.is_run_dir(run_dir):
         return
     try:
         with open(Path(run_dir) / "train.log", "a") as f:
-            f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}][lifelong][ERROR] - {line}\n")
+            f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}][lifelong][{level}] - {line}\n")
     except OSError:
         pass
 
@@ -88,7 +88,7 @@ def main(cfg: DictConfig) -> float | None:
         line = interrupt.message(getattr(stop, "task_index", None), getattr(stop, "n_tasks", 0),
                                  getattr(stop, "run_dir", run_dir))
         print(f"\n{line}", file=sys.stderr, flush=True)
-        log.warning(line)
+        _log_line(getattr(stop, "run_dir", run_dir), line, "WARNING")
         sys.exit(stop.exit_status)
     except Exception as error:  # noqa: BLE001  (sorted below; anything else goes up with its traceback)
         cause = user_error(error)
