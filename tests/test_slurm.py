@@ -60,3 +60,21 @@ def test_sweep_through_the_slurm_launcher(slurm_cluster, tmp_path):
     row = next(line for line in table.splitlines() if "method=finetune" in line)
     assert row.split("|")[2].strip() == "2"  # both seeds in the mean
     assert (sweep / "aggregate.md").is_file() and (sweep / "aggregate.csv").is_file()
+
+
+@pytest.mark.slow
+def test_jobs_larger_than_the_partition_stop_the_sweep_with_a_clear_message(slurm_cluster, tmp_path):
+    """The launcher's defaults (4 CPUs, 32 GB per job) exceed a small machine's partition: sbatch refuses
+    them (slurm_local.sh enforces partition limits), or, on a cluster that accepts them, they pend
+    with reason PartitionConfig; either way the launcher stops at once with the keys to fit."""
+    if os.cpu_count() >= 4 and os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") > 40e9:
+        pytest.skip("this machine's partition is large enough for the launcher's defaults")
+    command = [
+        sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", "method=finetune", "seed=0",
+        "debug=smoke", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "hydra.launcher.cpus_per_task" in error[0] and "hydra.launcher.mem_gb" in error[0]
+    assert "Traceback" not in result.stderr
