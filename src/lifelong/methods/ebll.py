@@ -17,7 +17,7 @@ whole backbone and T the identity (a ResNet's pooled feature).
 
 Sources: the official MatConvNet code (rahafaljundi/Encoder-Based-Lifelong-learning @88a6bbc) and
 its PyTorch demo; the CLsurvey re-implementation (Mattdl/CLsurvey). Where they disagree, the values
-here follow our spec (`specs/clr_ebll.md`, part B) and the alternatives are noted at each default.
+here follow the paper and its official code, and the alternatives are noted at each default.
 Reductions are explicit because the sources mix conventions: "batchmean" sums the squared
 differences over dimensions and averages over the batch (the paper's and MatConvNet's), "mean"
 averages over every element (`nn.MSELoss`, the PyTorch demo and CLsurvey), "sum" sums everything.
@@ -142,7 +142,7 @@ class EBLL(LwF):
         # "per_head": the paper's multi-head KD, one softmax per old task.
         self.kd_mode = kd_mode
         # Code-loss weight, spec decision: 1e-2, and 1e-3 when the guarded autoencoder is ImageNet's
-        # (the paper, as specs/clr_ebll.md B.3 records it). MatConvNet demo: 1e-1
+        # (the paper). MatConvNet demo: 1e-1
         # (`exp_LwF_with_encoder.m:95,153`); PyTorch demo: 1e-1 on the mean MSE over d = 100 codes,
         # i.e. alpha = 2e-3 with code_reduction=batchmean.
         self.alpha = alpha

@@ -8,11 +8,11 @@ each phase minimises
 
     L = CE(h_t(f(x; W ⊙ M)), y),   M = the phase's gate (dense in "train", tasks 0..t in "retrain").
 
-Settings follow MIND's PackNet baseline, `--packnet_original` (spec `specs/mind.md` Sec. 1.4): each
+Settings follow MIND's PackNet baseline, `--packnet_original`: each
 task keeps numel // N of every layer; free weights are re-drawn He-normal before each task
 (`pruner.dezero`); BatchNorm running statistics are frozen after task 0 while gamma/beta are
 trained and kept per task; schedules as MIND's (the same `--epochs`/`--lr` flags). Unlike the
-official flag, which ranks the *untrained* tensor (spec Sec. 7 item 7), pruning ranks the weights
+official flag, which ranks the *untrained* tensor, pruning ranks the weights
 just trained, as PackNet does. Prediction is MIND's: task-aware by the task's sub-network,
 task-agnostic by the most confident sub-network.
 """
