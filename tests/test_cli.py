@@ -1,6 +1,8 @@
 """The real entry point, as a user runs it."""
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -141,3 +143,32 @@ def test_error_line_goes_into_the_train_log_of_a_resumed_run(tmp_path):
     assert result.returncode == 2
     assert "error: optimizer.lr=-1 must be a positive number" in (Path(earlier) / "train.log").read_text()
     assert not (tmp_path / "attempt").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_with_a_resume_line_that_works(tmp_path):
+    """SIGTERM used to end a run with status 0 and no word (SIGINT: tests/test_interrupt.py)."""
+    signum, status = signal.SIGTERM, 143
+    paths = [str(ROOT / "src")] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=os.pathsep.join(paths))
+    args = ["dataset=digits", "scenario.n_tasks=2", "epochs=20", "trainer.limit_train_batches=2", "eval.limit_batches=1",
+            "logger=none", f"hydra.run.dir={tmp_path}/run"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # not a terminal: one plain line per epoch
+        if line.startswith("task 1/2 · train · epoch 2/20"):
+            break
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("interrupted during task 1 of 2; resume with: python train.py "), stderr[-2000:]
+    assert "Traceback" not in stderr
+    results = tmp_path / "run" / "results.json"
+    assert not results.exists() or json.loads(results.read_text())["status"] == "interrupted"
+    command = shlex.split(lines[-1].split("resume with: ", 1)[1])
+    assert command[-1] == f"resume={tmp_path / 'run'}"
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *command[2:]], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(results.read_text())["status"] == "complete"
