@@ -130,6 +130,25 @@ def test_bad_input_is_one_clear_message_before_training(tmp_path, args, expected
         assert expected in (Path(resume) / "train.log").read_text()
 
 
+def test_a_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
+    import resource
+
+    def small_disk():  # files may grow to 100 kB: the first checkpoint does not fit
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    paths = [str(ROOT / "src")] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "scenario.n_tasks=2", "epochs=1", "logger=none",
+                             "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}/run"], preexec_fn=small_disk,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(paths)), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == f"error: no space left writing into {tmp_path}/run (File too large); free space " \
+                                    f"and continue with resume={tmp_path}/run"
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes
+                or p.name.startswith(".") and p.name != ".hydra" and p.parent.name != ".hydra"]
+
+
 def test_config_errors_come_before_the_heavy_imports(tmp_path):
     start = time.time()
     result = train("optimizer.lr=-1", "logger=none", f"hydra.run.dir={tmp_path}/run")

@@ -94,7 +94,7 @@ def main(cfg: DictConfig) -> float | None:
         cause = user_error(error)
         message = str(cause) if cause is not None else None
         if message is None and isinstance(error, OSError):
-            message = validate.disk_error_message(error)
+            message = validate.disk_error_message(error, run_dir)
         if message is None:
             raise
         same = resume_dir is not None and resume_dir.resolve() == attempt_dir.resolve()

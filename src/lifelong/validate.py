@@ -319,11 +319,11 @@ def check_task_state(run_dir: Path) -> None:
         raise unreadable_checkpoint(path, "not a complete zip archive")
 
 
-def disk_error_message(error: OSError) -> str | None:
+def disk_error_message(error: OSError, run_dir: Path | str = "<run dir>") -> str | None:
     """One line for an OSError a user fixes on their side (full disk, read-only or missing folder)."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return (f"no space left writing {error.filename or 'a run file'} ({os.strerror(error.errno)}); free space "
-                f"(or choose another disk with hydra.run.dir=<dir>) and resume this run with resume=<run dir>")
+        return (f"no space left writing {error.filename or 'into ' + str(run_dir)} ({os.strerror(error.errno)}); "
+                f"free space and continue with resume={run_dir}")
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return (f"cannot write {error.filename or 'a run file'} ({os.strerror(error.errno)}); choose a writable "
                 f"place with hydra.run.dir=<dir>")
