@@ -71,6 +71,7 @@ def main(cfg: DictConfig) -> float | None:
     if not sys.stderr.isatty():  # before tqdm is imported: no redraw bars in a log file
         os.environ.setdefault("TQDM_DISABLE", "1")
     attempt_dir = output_dir(cfg)
+    interrupt.where.update(run_dir=None, task=None, n_tasks=0)
     fresh = _only_hydra_files(attempt_dir) or not attempt_dir.exists()
     resume_dir = Path(str(cfg.resume)) if cfg.get("resume") else None
     run_dir = resume_dir or attempt_dir
@@ -85,10 +86,15 @@ def main(cfg: DictConfig) -> float | None:
 
             summary = train_sequence(cfg, attempt_dir)
     except interrupt.RunInterrupted as stop:
-        line = interrupt.message(getattr(stop, "task_index", None), getattr(stop, "n_tasks", 0),
-                                 getattr(stop, "run_dir", run_dir))
+        where = interrupt.where
+        stopped_dir = Path(where["run_dir"] or run_dir)
+        from lifelong import report, resume  # imported by the run already
+
+        if resume.is_global_zero():
+            report.mark_interrupted(stopped_dir, str(stop), where["task"])
+        line = interrupt.message(where["task"], where["n_tasks"], stopped_dir)
         print(f"\n{line}", file=sys.stderr, flush=True)
-        _log_line(getattr(stop, "run_dir", run_dir), line, "WARNING")
+        _log_line(stopped_dir, line, "WARNING")
         sys.exit(stop.exit_status)
     except Exception as error:  # noqa: BLE001  (sorted below; anything else goes up with its traceback)
         cause = user_error(error)

@@ -37,6 +37,8 @@ class RunInterrupted(BaseException):
 
 
 _pending: list[int] = []  # signals received inside `deferred()`
+# Where the run is (set by the task loop): the interruption line and results.json name it.
+where: dict = {"run_dir": None, "task": None, "n_tasks": 0}
 _depth = 0
 
 

@@ -202,6 +202,8 @@ def mark_interrupted(run_dir: Path, signal_name: str, task_index: int | None) ->
     if not path.is_file():
         return
     summary = json.loads(path.read_text())
+    if summary.get("tasks_done") == summary.get("n_tasks"):
+        return  # every task was done: the results are complete, whatever came after
     summary["status"] = "interrupted"
     summary["interrupted"] = {"signal": signal_name, "during_task": task_index}
     write_json(path, summary)

@@ -135,29 +135,6 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("class order: %s", scenario.class_order)
     log.info("tasks: %d, classes per task: %s", len(scenario), scenario.task_sizes)
 
-    summary = {} if state is None else state["results"]
-    if summary and checkpoints.is_global_zero():
-        # last.pt is written before results.json: after a kill between the two, catch up here.
-        report.write_summary(run_dir, summary)
-    current = {"task": None}
-    try:
-        summary = _task_loop(cfg, run_dir, scenario, method, state, loggers, wandb_logger, results, step_offset,
-                             tasks_done, summary, current)
-    except interrupt.RunInterrupted as stop:
-        if checkpoints.is_global_zero():
-            report.mark_interrupted(run_dir, str(stop), current["task"])
-        stop.run_dir, stop.task_index, stop.n_tasks = run_dir, current["task"], len(scenario)
-        raise
-    if not summary:  # a DDP rank other than zero
-        return summary
-    log.info("final: ACC_TAW %.2f  ACC_TAG %.2f  forgetting TAW %s  TAG %s",
-             100 * summary["final_avg_acc_taw"], 100 * summary["final_avg_acc_tag"],
-             _fmt(summary["final_avg_forg_taw"]), _fmt(summary["final_avg_forg_tag"]))
-    return summary
-
-
-def _task_loop(cfg, run_dir, scenario, method, state, loggers, wandb_logger, results, step_offset, tasks_done,
-               summary, current) -> dict:
     def task_data(task_ids: list[int], task_seed: int) -> TaskData:
         parts = [scenario[i] for i in task_ids]
         data = RankSlicedData(concat([p.train for p in parts]), concat([p.val for p in parts]), parts[-1].augment,
@@ -166,10 +143,15 @@ def _task_loop(cfg, run_dir, scenario, method, state, loggers, wandb_logger, res
         data.max_batches = cfg.get("loop_limit")  # passes over the data between tasks (debug=smoke)
         return data
 
+    summary = {} if state is None else state["results"]
+    if summary and checkpoints.is_global_zero():
+        # last.pt is written before results.json: after a kill between the two, catch up here.
+        report.write_summary(run_dir, summary)
+    interrupt.where.update(run_dir=run_dir, task=None, n_tasks=len(scenario))  # for the line on Ctrl-C
     for task in scenario:
         if task.id < tasks_done:
             continue
-        current["task"] = task.id
+        interrupt.where["task"] = task.id
         start = time.time()
         task_seed = cfg.seed * 1000 + task.id  # every task starts from a known RNG state (resumable)
         L.seed_everything(task_seed, workers=True, verbose=False)
@@ -245,6 +227,11 @@ def _task_loop(cfg, run_dir, scenario, method, state, loggers, wandb_logger, res
         wandb.finish()
         if offline:
             log.info("W&B ran offline; upload with:\n  wandb sync %s", run_path)
+    if not summary:  # a DDP rank other than zero
+        return summary
+    log.info("final: ACC_TAW %.2f  ACC_TAG %.2f  forgetting TAW %s  TAG %s",
+             100 * summary["final_avg_acc_taw"], 100 * summary["final_avg_acc_tag"],
+             _fmt(summary["final_avg_forg_taw"]), _fmt(summary["final_avg_forg_tag"]))
     return summary
 
 
