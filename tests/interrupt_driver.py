@@ -80,7 +80,7 @@ def main() -> None:
     for i, name in enumerate(spec["signals"]):
         signum = getattr(signal, name)
         run_dir, log = base / f"cut{i}", base / f"cut{i}.log"
-        delay = rng.uniform(0.05, 1.0) * report["full_seconds"]
+        delay = rng.uniform(0.05, 0.85) * report["full_seconds"]
         pid = start(run_dir, overrides, log)
         time.sleep(delay)
         os.kill(pid, signum)
