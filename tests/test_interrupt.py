@@ -70,3 +70,4 @@ def test_resume_line_repeats_the_overrides():
     line = interrupt.message(1, 5, Path("/runs/x"))
     assert line.startswith("interrupted during task 2 of 5; resume with: python train.py ")
     assert line.endswith("resume=/runs/x")
+    assert interrupt.message(None, 5, Path("/runs/x"), done=2).startswith("interrupted after task 2 of 5; ")

@@ -71,7 +71,7 @@ def main(cfg: DictConfig) -> float | None:
     if not sys.stderr.isatty():  # before tqdm is imported: no redraw bars in a log file
         os.environ.setdefault("TQDM_DISABLE", "1")
     attempt_dir = output_dir(cfg)
-    interrupt.where.update(run_dir=None, task=None, n_tasks=0)
+    interrupt.where.update(run_dir=None, task=None, n_tasks=0, done=0)
     fresh = _only_hydra_files(attempt_dir) or not attempt_dir.exists()
     resume_dir = Path(str(cfg.resume)) if cfg.get("resume") else None
     run_dir = resume_dir or attempt_dir
@@ -92,7 +92,7 @@ def main(cfg: DictConfig) -> float | None:
 
         if resume.is_global_zero():
             report.mark_interrupted(stopped_dir, str(stop), where["task"])
-        line = interrupt.message(where["task"], where["n_tasks"], stopped_dir)
+        line = interrupt.message(where["task"], where["n_tasks"], stopped_dir, where["done"])
         print(f"\n{line}", file=sys.stderr, flush=True)
         _log_line(stopped_dir, line, "WARNING")
         sys.exit(stop.exit_status)

@@ -38,7 +38,7 @@ class RunInterrupted(BaseException):
 
 _pending: list[int] = []  # signals received inside `deferred()`
 # Where the run is (set by the task loop): the interruption line and results.json name it.
-where: dict = {"run_dir": None, "task": None, "n_tasks": 0}
+where: dict = {"run_dir": None, "task": None, "n_tasks": 0, "done": 0}
 _depth = 0
 
 
@@ -104,6 +104,9 @@ def command_line(run_dir: Path) -> str:
     return " ".join(["python train.py", *map(shlex.quote, kept), f"resume={shlex.quote(str(run_dir))}"])
 
 
-def message(task_index: int | None, n_tasks: int, run_dir: Path) -> str:
-    where = "before the first task" if task_index is None else f"during task {task_index + 1} of {n_tasks}"
+def message(task_index: int | None, n_tasks: int, run_dir: Path, done: int = 0) -> str:
+    if task_index is not None:
+        where = f"during task {task_index + 1} of {n_tasks}"
+    else:
+        where = f"after task {done} of {n_tasks}" if done else "before the first task"
     return f"interrupted {where}; resume with: {command_line(run_dir)}"

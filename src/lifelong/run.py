@@ -147,7 +147,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     if summary and checkpoints.is_global_zero():
         # last.pt is written before results.json: after a kill between the two, catch up here.
         report.write_summary(run_dir, summary)
-    interrupt.where.update(run_dir=run_dir, task=None, n_tasks=len(scenario))  # for the line on Ctrl-C
+    interrupt.where.update(run_dir=run_dir, task=None, n_tasks=len(scenario), done=tasks_done)  # for the line on Ctrl-C
     for task in scenario:
         if task.id < tasks_done:
             continue
@@ -210,6 +210,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
                                         wandb_logger.version if wandb_logger is not None else None)
             report.write_summary(run_dir, summary)
+            interrupt.where.update(task=None, done=task.id + 1)  # a signal held back here comes after the task
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:
             report.wandb_task(wandb_logger, summary, task.id)
