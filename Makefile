@@ -22,7 +22,7 @@ test: $(STAMP)  ## the whole test suite (installs first when needed)
 test-fast: $(STAMP)  ## the suite without the slow end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
 
-quickstart: $(STAMP)  ## LwF on split digits, offline, about a minute on CPU
+quickstart: $(STAMP)  ## LwF on split digits, offline, on CPU
 	$(PY) train.py experiment=quickstart
 
 bench: $(STAMP)  ## training and evaluation throughput

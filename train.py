@@ -1,19 +1,26 @@
 """Train a method on a task sequence: `python train.py method=lwf dataset=cifar100`.
 
-Everything is configured in `conf/`; this file only hands the composed config to `lifelong.run`.
+Everything is configured in `conf/`; this file hands the composed config to `lifelong.cli`, which
+checks it before the heavy imports, runs the task loop and turns errors and interruptions into one
+line each (see its docstring for the exit statuses).
 """
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import lifelong.config  # noqa: F401  (registers the config resolvers)
+from lifelong import cli
+
+CONF = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from lifelong.run import main as run_main
-
-    return run_main(cfg)
+    return cli.main(cfg)
 
 
 if __name__ == "__main__":
+    cli.check_command_line(sys.argv[1:], CONF)  # misspelt keys: "did you mean ...?" instead of Hydra's advice
     main()

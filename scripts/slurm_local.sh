@@ -7,7 +7,8 @@
 #   scripts/slurm_local.sh status   # sinfo
 #
 # One partition, "debug" (the default), holding this machine with all its cores and 90% of its
-# memory; no GPUs (add `Gres=gpu:N` and a gres.conf on a GPU machine). Daemons run without systemd,
+# memory, and enforcing it: a job that asks for more (the Slurm launcher's defaults of 4 CPUs and
+# 32 GB on a small machine) is refused by sbatch at submission instead of pending forever; no GPUs (add `Gres=gpu:N` and a gres.conf on a GPU machine). Daemons run without systemd,
 # so this also works in containers. Exit status 3 means Slurm cannot be installed here.
 set -euo pipefail
 
@@ -67,9 +68,10 @@ SlurmdSpoolDir=$STATE/d
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
 SchedulerParameters=sched_interval=1
+EnforcePartLimits=ALL
 MinJobAge=60
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO MaxCPUsPerNode=$cpus MaxMemPerNode=$mem_mb
 CONF
 }
 

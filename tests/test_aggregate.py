@@ -94,3 +94,13 @@ def test_sweep_runs_share_a_wandb_group_and_carry_tags(tmp_path, monkeypatch):
                                  "sweep": {"dir": "outputs/multirun/2026-01-31/12-00-00_4242"}})
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: multirun))
     assert sweep_group() == "multirun/2026-01-31/12-00-00_4242"
+
+
+def test_interrupted_runs_are_incomplete_whatever_their_counts(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, 0, ["method=lwf", "seed=0"], 0.9, 0.5, 0.1)
+    make_run(root, 1, ["method=lwf", "seed=1"], 0.8, 0.4, 0.2, tasks_done=1)
+    results = root / "1_run" / "results.json"
+    results.write_text(json.dumps({**json.loads(results.read_text()), "status": "interrupted"}))
+    (row,) = aggregate(root)
+    assert row.seeds == [0] and row.incomplete == ["seed=1 (interrupted, 1/3 tasks: 1_run)"]

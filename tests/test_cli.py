@@ -1,8 +1,11 @@
 """The real entry point, as a user runs it."""
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(*args, cwd=ROOT, timeout=300):
-    env = dict(os.environ, HYDRA_FULL_ERROR="0", WANDB_MODE="disabled")
+    # This checkout's sources first, whatever the working directory (PYTHONPATH may be relative).
+    paths = [str(ROOT / "src")] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, HYDRA_FULL_ERROR="0", WANDB_MODE="disabled", PYTHONPATH=os.pathsep.join(paths))
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -29,20 +34,160 @@ def test_quickstart_smoke_leaves_a_run_directory(tmp_path):
     assert "after task 4:" in result.stdout + result.stderr + (run / "train.log").read_text()
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["method=nonexistent"], "Available options in 'method'"),
+def _fake_run(tmp_path, content: bytes | None) -> str:
+    """A run dir from an earlier run whose checkpoints/last.pt holds `content` (None: no checkpoint)."""
+    run = tmp_path / "earlier"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "train.log").write_text("")
+    if content is not None:
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.pt").write_bytes(content)
+    return str(run)
+
+
+def _truncated_checkpoint(tmp_path) -> bytes:
+    import torch
+
+    torch.save({"tasks_done": 1, "state_dict": {"w": torch.zeros(1000)}}, tmp_path / "whole.pt")
+    data = (tmp_path / "whole.pt").read_bytes()
+    return data[: len(data) // 2]
+
+
+# (arguments, the message after "error: "); a callable argument gets tmp_path. Each case ends before
+# training with one line, exit status 2, no traceback, and no new run directory.
+BAD_INPUT = [
+    (["hardware=gpu"], "trainer.accelerator=gpu but this machine has no usable GPU; run on CPU with hardware=cpu"),
+    (["hardware=ddp", "trainer.devices=3"],
+     "trainer.accelerator=gpu but this machine has no usable GPU; run on CPU processes with trainer.accelerator=cpu"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1 must be a positive number, e.g. 0.01"),
+    (["optimizer.momentum=1.5"], "optimizer.momentum=1.5 must be in [0, 1), e.g. 0.9"),
+    (["optimizer=adam", "+optimizer.betas=[0.9,1.5]"], "optimizer.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 must be a number >= 0"),
+    (["scheduler=multistep", "scheduler.gamma=0"], "scheduler.gamma=0 must be in (0, 1]"),
+    (["scheduler=multistep", "scheduler.milestones=[20,10]"], "scheduler.milestones=[20, 10] must be increasing"),
+    (["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max=0 must be a positive number of epochs"),
+    (["method=mind", "method.teacher_optimizer.lr=0"], "method.teacher_optimizer.lr=0 must be a positive number"),
+    (["seed=abc"], "seed='abc' must be an integer"),
+    (["epochs=abc"], "epochs='abc' must be an integer"),
+    (["epochs=0"], "epochs=0 must be at least 1"),
+    (["batch_size=0"], "batch_size=0 must be at least 1"),
+    (["eval.limit_batches=0"], "eval.limit_batches=0 must be at least 1"),
+    (["trainer.precision=17"], "trainer.precision='17' is unknown; valid choices"),
+    (["trainer.accelerator=tpu"], "trainer.accelerator='tpu' is unknown; valid choices"),
+    (["trainer.limit_train_batches=-2"], "trainer.limit_train_batches=-2 must be a positive number of batches"),
+    (["logger=wandb", "logger.wandb.mode=bogus"],
+     "logger.wandb.mode='bogus' is unknown; valid choices: ['auto', 'online', 'offline', 'disabled']"),
+    ([lambda tmp: "resume=" + _fake_run(tmp, b"garbage")], "is unreadable (truncated or corrupt: not a complete zip"),
+    ([lambda tmp: "resume=" + _fake_run(tmp, _truncated_checkpoint(tmp))], "rm -r"),
+    ([lambda tmp: f"hydra.run.dir={_a_file(tmp)}/run"], "cannot create the run directory there"),
+    (["resume=/nonexistent/run"], "resume=/nonexistent/run does not exist; give the run directory of an earlier run"),
+    ([lambda tmp: f"resume={_empty_dir(tmp)}"], "is not a run directory (no .hydra/, results.json or checkpoints/)"),
+    (["scenario.class_order=[0,0,1,2,3,4,5,6,7,8]"],
+     "scenario.class_order must list every class id 0..9 exactly once (10 ids given; id 0 appears twice; missing [9])"),
+    (["scenario.class_order=[0,1,2,3,4,5,6,7,8,12]"], "id 12 out of range 0..9; missing [9]"),
+    (["epoch=3"], "epoch=3: there is no key `epoch` (the top level has no `epoch`); did you mean `epochs`?"),
+    (["+epoch=3"], "+epoch=3: `epoch` is not a key of this project's config, and the run would ignore it; "
+                   "did you mean `epochs`?"),
+    (["optimizer.lrr=0.1"], "there is no key `optimizer.lrr` (optimizer has no `lrr`); did you mean `lr`?"),
+    (["trainer.max_epoch=3"], "other Lightning Trainer arguments go in as +trainer.<name>=<value>"),
+    (["method=lwff"], "method=lwff is unknown; valid choices: ['abd', 'clr'"),
     (["scenario.n_tasks=3"], "scenario.n_tasks=3 does not divide the 10 classes; valid choices: [1, 2, 5, 10]"),
     (["scenario.nc_first_task=10"], "scenario.nc_first_task=10 is too large"),
     (["scenario.class_order=icarl1993"], "scenario.class_order=icarl1993 is the CIFAR-100 order"),
-    (["epochs=0"], "epochs=0 must be a positive integer"),
+    pytest.param(["method.ce_scope=bogus"], "method.ce_scope='bogus' is unknown; valid choices: ['current', 'seen']",
+                 marks=pytest.mark.slow),  # raised by the method itself, after the heavy imports
     (["dataset=cifar100", "dataset.download=false", "paths.data_root=/nonexistent"],
      "CIFAR100 is not in /nonexistent"),
-])
+]
+
+
+def _a_file(tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    return tmp_path / "a_file"
+
+
+def _empty_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+@pytest.mark.parametrize("args,expected", BAD_INPUT, ids=[" ".join(a if isinstance(a, str) else "<tmp>" for a in
+                                                                  (c.values if hasattr(c, "values") else c)[0])
+                                                         for c in BAD_INPUT])
 def test_bad_input_is_one_clear_message_before_training(tmp_path, args, expected):
-    result = train(*args, "logger=none", f"hydra.run.dir={tmp_path}/run")
-    assert result.returncode != 0
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr and "Error in call to target" not in result.stderr
-    if not args[0].startswith("method="):  # Hydra's own message for unknown group options
-        assert f"error: {expected}" in result.stderr
-    assert not (tmp_path / "run" / "results.json").exists()
+    args = [a(tmp_path) if callable(a) else a for a in args]
+    run_dir = tmp_path / "runs" / "new"
+    run_dir_given = any(a.startswith("hydra.run.dir=") for a in args)
+    result = train(*args, "logger=none" if not any(a.startswith("logger=") for a in args) else "logger.csv=false",
+                   *([] if run_dir_given else [f"hydra.run.dir={run_dir}"]), cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert lines == [f"error: {lines[0][len('error: '):]}"] and expected in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not run_dir.exists() and not (tmp_path / "runs").exists()  # no stray run directory
+    resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
+    if resume and (Path(resume) / "train.log").is_file():  # an existing run: the error is in its log too
+        assert expected in (Path(resume) / "train.log").read_text()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
+    import resource
+
+    def small_disk():  # files may grow to 100 kB: the first checkpoint does not fit
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    paths = [str(ROOT / "src")] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "scenario.n_tasks=2", "epochs=1", "logger=none",
+                             "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}/run"], preexec_fn=small_disk,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(paths)), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == f"error: no space left writing into {tmp_path}/run (File too large); free space " \
+                                    f"and continue with resume={tmp_path}/run"
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes
+                or p.name.startswith(".") and p.name != ".hydra" and p.parent.name != ".hydra"]
+
+
+def test_config_errors_come_before_the_heavy_imports(tmp_path):
+    start = time.time()
+    result = train("optimizer.lr=-1", "logger=none", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2 and time.time() - start < 8  # lightning alone takes longer to import
+    assert "lightning" not in result.stderr
+
+
+def test_error_line_goes_into_the_train_log_of_a_resumed_run(tmp_path):
+    earlier = _fake_run(tmp_path, None)
+    result = train(f"resume={earlier}", "optimizer.lr=-1", "logger=none", f"hydra.run.dir={tmp_path}/attempt")
+    assert result.returncode == 2
+    assert "error: optimizer.lr=-1 must be a positive number" in (Path(earlier) / "train.log").read_text()
+    assert not (tmp_path / "attempt").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_with_a_resume_line_that_works(tmp_path):
+    """SIGTERM used to end a run with status 0 and no word (SIGINT: tests/test_interrupt.py)."""
+    signum, status = signal.SIGTERM, 143
+    paths = [str(ROOT / "src")] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=os.pathsep.join(paths))
+    args = ["dataset=digits", "scenario.n_tasks=2", "epochs=20", "trainer.limit_train_batches=2", "eval.limit_batches=1",
+            "logger=none", f"hydra.run.dir={tmp_path}/run"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # not a terminal: one plain line per epoch
+        if line.startswith("task 1/2 · train · epoch 2/20"):
+            break
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("interrupted during task 1 of 2; resume with: python train.py "), stderr[-2000:]
+    assert "Traceback" not in stderr
+    results = tmp_path / "run" / "results.json"
+    assert not results.exists() or json.loads(results.read_text())["status"] == "interrupted"
+    command = shlex.split(lines[-1].split("resume with: ", 1)[1])
+    assert command[-1] == f"resume={tmp_path / 'run'}"
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *command[2:]], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(results.read_text())["status"] == "complete"

@@ -48,7 +48,8 @@ def test_resume_after_a_finished_task_gives_the_uninterrupted_results(run, monke
         run(*overrides)
     monkeypatch.undo()
     stopped_dir = tmp_path / "run0"
-    assert matrices(stopped_dir)["tasks_done"] == 2
+    # last.pt is written first: results.json never reports a task that a resume would not keep.
+    assert matrices(stopped_dir)["tasks_done"] == 1
     assert torch.load(stopped_dir / checkpoints.LAST, weights_only=False)["tasks_done"] == 2
 
     run(*overrides, f"resume={stopped_dir}")
@@ -138,3 +139,25 @@ def test_resumed_run_continues_the_same_wandb_run(run, monkeypatch, tmp_path):
     run("method=finetune", "logger=wandb", f"resume={stopped_dir}")
     attempts = sorted((stopped_dir / "wandb").glob("offline-run-*"))
     assert len(attempts) == 2 and all(p.name.endswith(f"-{run_id}") for p in attempts)
+
+
+def test_resumed_run_keeps_the_earlier_training_curves(run, monkeypatch, tmp_path):
+    import csv
+
+    save = checkpoints.save_task_state
+
+    def stop_after_task_0(run_dir, method, summary, *args, **kwargs):
+        save(run_dir, method, summary, *args, **kwargs)
+        raise Interrupted
+
+    monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_0)
+    with pytest.raises(Interrupted):
+        run("method=finetune", "logger=csv", "trainer.log_every_n_steps=1")
+    monkeypatch.undo()
+    curves = tmp_path / "run0" / "logs" / "metrics.csv"
+    before = list(csv.DictReader(curves.open()))
+    assert before
+    run("method=finetune", "logger=csv", "trainer.log_every_n_steps=1", f"resume={tmp_path / 'run0'}")
+    after = list(csv.DictReader(curves.open()))
+    assert [r["step"] for r in after[: len(before)]] == [r["step"] for r in before]  # earlier rows kept
+    assert len(after) > len(before) and int(after[-1]["step"]) > int(before[-1]["step"])

@@ -13,6 +13,9 @@ from lifelong.aggregate import aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
+# This checkout's sources, absolute: the jobs and the launcher run in other working directories.
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    [str(ROOT / "src")] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 
 
 def _running(name: str) -> bool:
@@ -42,7 +45,7 @@ def test_sweep_through_the_slurm_launcher(slurm_cluster, tmp_path):
         "logger=none", "trainer.enable_progress_bar=false", "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep}",
     ]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Submitit 'slurm' sweep output dir" in result.stdout + result.stderr
 
@@ -56,7 +59,25 @@ def test_sweep_through_the_slurm_launcher(slurm_cluster, tmp_path):
     rows = aggregate(sweep)
     assert len(rows) == 1 and sorted(rows[0].seeds) == [0, 1] and rows[0].missing == []
     table = subprocess.run([sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(sweep)],
-                           capture_output=True, text=True, check=True).stdout
+                           capture_output=True, text=True, check=True, env=ENV).stdout
     row = next(line for line in table.splitlines() if "method=finetune" in line)
     assert row.split("|")[2].strip() == "2"  # both seeds in the mean
     assert (sweep / "aggregate.md").is_file() and (sweep / "aggregate.csv").is_file()
+
+
+@pytest.mark.slow
+def test_jobs_larger_than_the_partition_stop_the_sweep_with_a_clear_message(slurm_cluster, tmp_path):
+    """The launcher's defaults (4 CPUs, 32 GB per job) exceed a small machine's partition: sbatch refuses
+    them (slurm_local.sh enforces partition limits), or, on a cluster that accepts them, they pend
+    with reason PartitionConfig; either way the launcher stops at once with the keys to fit."""
+    if os.cpu_count() >= 4 and os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") > 40e9:
+        pytest.skip("this machine's partition is large enough for the launcher's defaults")
+    command = [
+        sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", "method=finetune", "seed=0",
+        "debug=smoke", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "hydra.launcher.cpus_per_task" in error[0] and "hydra.launcher.mem_gb" in error[0]
+    assert "Traceback" not in result.stderr

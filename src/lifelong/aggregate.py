@@ -94,8 +94,10 @@ def aggregate(sweep_dir: Path) -> list[Row]:
         results = json.loads(results_file.read_text())
         if seed is None:
             seed = results.get("seed")
-        if results.get("tasks_done") != results.get("n_tasks"):
-            row.incomplete.append(f"seed={seed} ({results.get('tasks_done')}/{results.get('n_tasks')} tasks: "
+        status = results.get("status", "complete")  # results.json before `status` existed: by the counts
+        if results.get("tasks_done") != results.get("n_tasks") or status != "complete":
+            why = "interrupted, " if status == "interrupted" else ""
+            row.incomplete.append(f"seed={seed} ({why}{results.get('tasks_done')}/{results.get('n_tasks')} tasks: "
                                   f"{run_dir.name})")
             continue
         row.seeds.append(seed)
@@ -157,6 +159,9 @@ def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    current_umask = os.umask(0o022)
+    os.umask(current_umask)
+    os.fchmod(fd, 0o666 & ~current_umask)  # mkstemp creates 0600: readable by others as any plain file
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)

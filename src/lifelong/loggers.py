@@ -10,6 +10,7 @@ import netrc
 import os
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
 class _StepOffset:
@@ -19,8 +20,29 @@ class _StepOffset:
         super().log_metrics(metrics, None if step is None else step + self.step_offset)
 
 
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv when it starts; a resumed run keeps
+    the rows of its earlier attempts and appends (new columns rewrite the header, as Lightning does)."""
+
+    def _check_log_dir_exists(self) -> None:
+        import csv
+
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+
+
 class RunCSVLogger(_StepOffset, CSVLogger):
-    """Training curves (loss terms, validation accuracy) in `<run dir>/logs/metrics.csv`."""
+    """Training curves (loss terms, validation accuracy) in `<run dir>/logs/metrics.csv`; a resumed
+    run appends to the rows of the interrupted one (steps of an epoch cut short appear again as the
+    resumed run repeats that epoch)."""
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class RunWandbLogger(_StepOffset, WandbLogger):

@@ -1,7 +1,13 @@
 """What a run leaves behind: results.json, metrics.csv, plots/ and the W&B record.
 
 Everything is rewritten after every task, each file atomically (write to a temporary file in the
-same folder, then rename), so an interrupted run never leaves a half-written result.
+same folder, then rename), so an interrupted run never leaves a half-written result. Files get the
+permissions of a plain `open()` (0666 minus the umask), readable by colleagues on a shared disk.
+
+`results.json` says how far the run got: `status` is "complete", "incomplete" (still running, or
+killed) or "interrupted" (SIGINT/SIGTERM, with `interrupted: {signal, during_task}`), next to
+`tasks_done` and `tasks_planned`. The runner writes `checkpoints/last.pt` before `results.json`,
+so a resume always keeps at least the tasks that `results.json` reports.
 """
 from __future__ import annotations
 
@@ -19,11 +25,18 @@ from lifelong.metrics import Results
 log = logging.getLogger(__name__)
 
 
+def umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
@@ -87,19 +100,27 @@ def format_row(summary: dict, t: int) -> str:
 
 
 def plot(summary: dict, folder: Path) -> dict[str, Path]:
-    """Heatmaps of the accuracy matrices, accuracy curves per task and forgetting curves."""
+    """Heatmaps of the accuracy matrices, accuracy curves per task and forgetting curves; every
+    title names the run (`summary["title"]`: method, dataset, scenario, run name)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    def titled(ax, what: str) -> None:
+        ax.set_title(f"{what}\n{summary['title']}" if summary.get("title") else what, fontsize=8)
+
+    def task_axis(axis) -> None:
+        axis.set_major_locator(MaxNLocator(integer=True))
 
     folder.mkdir(parents=True, exist_ok=True)
     done = summary["tasks_done"]
     paths = {}
     for kind in ("taw", "tag"):
         matrix = np.array([[np.nan if v is None else 100 * v for v in row[:done]] for row in summary[f"acc_{kind}"][:done]])
-        fig, ax = plt.subplots(figsize=(1.2 + 0.6 * done, 1 + 0.5 * done))
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.6 * done), max(3.4, 1 + 0.5 * done)))
         im = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
         if done <= 20:
             for t in range(done):
@@ -108,7 +129,9 @@ def plot(summary: dict, folder: Path) -> dict[str, Path]:
                             color="white" if matrix[t, u] < 60 else "black")
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training task")
-        ax.set_title(f"accuracy {kind.upper()} (%)")
+        titled(ax, f"accuracy {kind.upper()} (%)")
+        task_axis(ax.xaxis)
+        task_axis(ax.yaxis)
         fig.colorbar(im, ax=ax)
         paths[f"acc_{kind}_heatmap"] = _save(fig, folder / f"acc_{kind}_heatmap.png")
 
@@ -119,7 +142,11 @@ def plot(summary: dict, folder: Path) -> dict[str, Path]:
         ax.plot(steps, [100 * v for v in summary[f"avg_acc_{kind}"][:done]], "k--", lw=2, label="average")
         ax.set_xlabel("after training task")
         ax.set_ylabel(f"accuracy {kind.upper()} (%)")
-        ax.set_ylim(0, 100)
+        # From just below the lowest point to just above 100: TAW curves near the top stay apart.
+        lowest = np.nanmin(matrix) if np.isfinite(matrix).any() else 0.0
+        ax.set_ylim(max(0.0, 10 * np.floor(lowest / 10) - 5), 101)
+        task_axis(ax.xaxis)
+        titled(ax, f"accuracy {kind.upper()} per task")
         ax.legend(fontsize=7)
         paths[f"acc_{kind}_curves"] = _save(fig, folder / f"acc_{kind}_curves.png")
 
@@ -129,6 +156,8 @@ def plot(summary: dict, folder: Path) -> dict[str, Path]:
         ax.plot(np.arange(done), values, marker="o", label=kind.upper())
     ax.set_xlabel("after training task")
     ax.set_ylabel("average forgetting (%)")
+    task_axis(ax.xaxis)
+    titled(ax, "average forgetting")
     ax.legend()
     paths["forgetting"] = _save(fig, folder / "forgetting.png")
     return paths
@@ -145,14 +174,43 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_all(run_dir: Path, results: Results, extra: dict | None = None) -> dict:
+def summarize(results: Results, extra: dict | None = None) -> dict:
+    """What results.json holds: the matrices and summaries, how far the run got, `extra`."""
     summary = results.as_dict()
+    summary["tasks_planned"] = summary["n_tasks"]
+    summary["status"] = "complete" if summary["tasks_done"] == summary["n_tasks"] else "incomplete"
     if extra:
         summary.update(extra)
+    return summary
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
     write_json(run_dir / "results.json", summary)
     write_csv(run_dir / "metrics.csv", summary)
     plot(summary, run_dir / "plots")
+
+
+def write_all(run_dir: Path, results: Results, extra: dict | None = None) -> dict:
+    summary = summarize(results, extra)
+    write_summary(run_dir, summary)
     return summary
+
+
+def mark_interrupted(run_dir: Path, signal_name: str, task_index: int | None) -> None:
+    """Record in results.json (when there is one) that the run was stopped by `signal_name`."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return
+    summary = json.loads(path.read_text())
+    if summary.get("tasks_done") == summary.get("n_tasks"):
+        return  # every task was done: the results are complete, whatever came after
+    summary["status"] = "interrupted"
+    summary["interrupted"] = {"signal": signal_name, "during_task": task_index}
+    write_json(path, summary)
+
+
+def run_title(method: str, dataset: str, scenario: str, n_tasks: int, run_dir: Path) -> str:
+    return f"{method} on {dataset}, {scenario} ({n_tasks} tasks), {Path(run_dir).name}"
 
 
 # ------------------------------------------------------------------------------------------ W&B

@@ -30,6 +30,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
+from lifelong import validate
 from lifelong.errors import ConfigError
 
 log = logging.getLogger("lifelong")
@@ -38,7 +39,7 @@ LAST = Path("checkpoints") / "last.pt"
 WANDB_ID = Path("checkpoints") / "wandb_id"
 # Config sections that define what a run computes: a resumed run must use the same values.
 IDENTITY_KEYS = ("seed", "epochs", "batch_size", "drop_last", "dataset", "scenario", "backbone", "method",
-                 "optimizer", "scheduler")
+                 "optimizer", "scheduler", "loop_limit")
 
 
 def is_global_zero() -> bool:
@@ -77,9 +78,13 @@ def save_task_state(run_dir: Path, method, summary: dict, cfg: DictConfig, step_
     path = Path(run_dir) / LAST
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"tasks_done": summary["tasks_done"], "state_dict": method.state_dict(), "results": summary,
-                "step_offset": step_offset, "wandb_id": wandb_id, "config": identity(cfg)}, tmp)
-    tmp.replace(path)
+    try:
+        torch.save({"tasks_done": summary["tasks_done"], "state_dict": method.state_dict(), "results": summary,
+                    "step_offset": step_offset, "wandb_id": wandb_id, "config": identity(cfg)}, tmp)
+        tmp.replace(path)
+    except BaseException:  # a full disk or a kill: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     # The finished task's epoch checkpoints are covered by last.pt now.
     shutil.rmtree(Path(run_dir) / "checkpoints" / f"task{summary['tasks_done'] - 1}", ignore_errors=True)
 
@@ -88,7 +93,10 @@ def load_task_state(run_dir: Path) -> dict | None:
     path = Path(run_dir) / LAST
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001  (whatever torch raises on a damaged file)
+        raise validate.unreadable_checkpoint(path, f"{type(error).__name__}: {error}") from error
 
 
 def phase_checkpoint(run_dir: Path, task_id: int, index: int, name: str) -> Path:
@@ -197,6 +205,11 @@ class EpochCheckpoint(Checkpoint):
         tmp = self.path.with_name(self.path.name + ".tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)  # every rank takes part; rank zero writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        try:
+            trainer.save_checkpoint(tmp)  # every rank takes part; rank zero writes
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        except BaseException:  # a full disk or a kill: no half-written file stays behind
+            if trainer.is_global_zero:
+                tmp.unlink(missing_ok=True)
+            raise

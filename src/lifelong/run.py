@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -19,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from lifelong import config as config_checks
 from lifelong import distributed
+from lifelong import interrupt
+from lifelong import progress
 from lifelong import report
 from lifelong import resume as checkpoints
 from lifelong.data.datamodule import TaskData, batch_loader, concat
-from lifelong.errors import ConfigError, DatasetNotFound
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
 from lifelong.methods.base import PhaseModes
 from lifelong.metrics import Results, evaluate
@@ -50,6 +50,7 @@ def build(cfg: DictConfig):
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     method = instantiate(cfg.method, backbone=backbone, optimizer=instantiate(cfg.optimizer),
                          scheduler=scheduler, epochs=cfg.epochs, _convert_="object")
+    method.loop_limit = cfg.get("loop_limit")  # debug=smoke: every loop of the method runs once
     return scenario, method
 
 
@@ -148,14 +149,21 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
 
     def task_data(task_ids: list[int], task_seed: int) -> TaskData:
         parts = [scenario[i] for i in task_ids]
-        return RankSlicedData(concat([p.train for p in parts]), concat([p.val for p in parts]), parts[-1].augment,
+        data = RankSlicedData(concat([p.train for p in parts]), concat([p.val for p in parts]), parts[-1].augment,
                               cfg.batch_size, cfg.eval.batch_size, cfg.num_workers, seed=task_seed,
                               drop_last=cfg.drop_last)
+        data.max_batches = cfg.get("loop_limit")  # passes over the data between tasks (debug=smoke)
+        return data
 
     summary = {} if state is None else state["results"]
+    if summary and checkpoints.is_global_zero():
+        # last.pt is written before results.json: after a kill between the two, catch up here.
+        report.write_summary(run_dir, summary)
+    interrupt.where.update(run_dir=run_dir, task=None, n_tasks=len(scenario), done=tasks_done)  # for the line on Ctrl-C
     for task in scenario:
         if task.id < tasks_done:
             continue
+        interrupt.where["task"] = task.id
         start = time.time()
         task_seed = cfg.seed * 1000 + task.id  # every task starts from a known RNG state (resumable)
         L.seed_everything(task_seed, workers=True, verbose=False)
@@ -171,11 +179,14 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             # Each epoch ends with a resume point; one left by an interrupted attempt is continued.
             ckpt = checkpoints.phase_checkpoint(run_dir, task.id, phase_index, phase.name)
             phase_index += 1
+            options = OmegaConf.to_container(cfg.trainer, resolve=True)
+            bars = progress.callbacks(options, task.id, len(scenario), phase.name)
             trainer = L.Trainer(
-                max_epochs=phase.epochs, logger=loggers or False,
-                callbacks=[PhaseModes(), *phase.callbacks, checkpoints.EpochCheckpoint(ckpt), *extra_callbacks(cfg)], plugins=_cluster_plugins(),
+                max_epochs=method.loop_length(phase.epochs), logger=loggers or False,
+                callbacks=[PhaseModes(), *phase.callbacks, checkpoints.EpochCheckpoint(ckpt), *bars,
+                           *extra_callbacks(cfg)], plugins=_cluster_plugins(),
                 enable_checkpointing=True, num_sanity_val_steps=0, default_root_dir=str(run_dir),
-                **{"use_distributed_sampler": False, **OmegaConf.to_container(cfg.trainer, resolve=True)},
+                **{"use_distributed_sampler": False, **options},
             )
             ckpt_path = checkpoints.usable_checkpoint(ckpt)
             if isinstance(phase.data, str):
@@ -209,12 +220,16 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             continue  # under DDP rank zero reports and checkpoints
         results.add(task.id, taw, tag, tag_all, task_id)
         results.add_variants(task.id, variants)
-        summary = report.write_all(run_dir, results, {**_meta(cfg, scenario), **method.extra_results()})
+        summary = report.summarize(results, {**_meta(cfg, scenario), **method.extra_results()})
+        summary["title"] = _title(cfg, scenario, run_dir)
+        with interrupt.deferred():  # the checkpoint first, then the results it covers: never the reverse
+            checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
+                                        wandb_logger.version if wandb_logger is not None else None)
+            report.write_summary(run_dir, summary)
+            interrupt.where.update(task=None, done=task.id + 1)  # a signal held back here comes after the task
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:
             report.wandb_task(wandb_logger, summary, task.id)
-        checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
-                                    wandb_logger.version if wandb_logger is not None else None)
 
     if wandb_logger is not None:
         plots = {name: run_dir / "plots" / f"{name}.png" for name in
@@ -269,6 +284,13 @@ def _meta(cfg: DictConfig, scenario) -> dict:
     }
 
 
+def _title(cfg: DictConfig, scenario, run_dir: Path) -> str:
+    """Plot titles: method, dataset, scenario and run name."""
+    name = lambda node: str(node.get("_target_", "?")).rsplit(".", 1)[-1]  # noqa: E731
+    return report.run_title(name(cfg.method), str(cfg.dataset.get("name", "?")), name(cfg.scenario), len(scenario),
+                            run_dir)
+
+
 def _cluster_plugins() -> list:
     """Under Slurm, Lightning's own requeue (SIGUSR1, hpc_ckpt files) is off: submitit requeues the
     job (hydra/launcher=slurm, `max_num_timeout`) and the run resumes from its own run dir."""
@@ -277,31 +299,8 @@ def _cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-def user_error(error: BaseException) -> BaseException | None:
-    """The ConfigError/DatasetNotFound behind `error`, also when Hydra's instantiate wrapped it."""
-    while error is not None:
-        if isinstance(error, (ConfigError, DatasetNotFound)):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    if cfg.paths.get("output_dir"):
-        return Path(cfg.paths.output_dir)
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry: user-fixable errors become one clear message and exit status 2."""
-    try:
-        summary = train_sequence(cfg, output_dir(cfg))
-    except Exception as error:
-        cause = user_error(error)
-        if cause is None:
-            raise
-        print(f"\nerror: {cause}\n", file=sys.stderr)
-        sys.exit(2)
-    return summary.get("final_avg_acc_tag")
+    """Kept for callers of the old entry point: `lifelong.cli.main`."""
+    from lifelong.cli import main as cli_main
+
+    return cli_main(cfg)

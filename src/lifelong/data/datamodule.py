@@ -6,6 +6,8 @@ augments the batch on the device the model is on.
 """
 from __future__ import annotations
 
+import itertools
+
 from typing import Iterator, Sequence
 
 import lightning as L
@@ -95,7 +97,9 @@ class TaskData(L.LightningDataModule):
 
     def batches(self, split: str = "train", device: torch.device | str = "cpu", augment: bool = False,
                 batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Plain iteration for work between tasks (Fisher, feature caches): batches on `device`."""
+        """Plain iteration for work between tasks (Fisher, feature caches): batches on `device`; at
+        most `max_batches` of them (the runner sets it from `loop_limit`: debug=smoke)."""
         data = self.train if split == "train" else self.val
-        for x, y in batch_loader(data, batch_size or self.eval_batch_size, shuffle=False):
+        loader = batch_loader(data, batch_size or self.eval_batch_size, shuffle=False)
+        for x, y in itertools.islice(loader, getattr(self, "max_batches", None)):
             yield self.augment(x.to(device), train=augment), y.to(device)

@@ -103,13 +103,12 @@ def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:
         raise ConfigError(
             f"scenario.class_order={order!r} is unknown; valid choices: {list(NAMED_ORDERS)} or a list of class ids"
         )
+    from lifelong.validate import class_order_problem
+
+    problem = class_order_problem(order, n_classes)
+    if problem:
+        raise ConfigError(f"scenario.class_order {problem}")
     order = [int(c) for c in order]
-    if sorted(order) != list(range(n_classes)):
-        missing = sorted(set(range(n_classes)) - set(order))
-        raise ConfigError(
-            f"scenario.class_order must list every class id 0..{n_classes - 1} exactly once "
-            f"(got {len(order)} ids; missing {missing[:10]}{'...' if len(missing) > 10 else ''})"
-        )
     return order
 
 

@@ -132,6 +132,10 @@ class ContinualMethod(L.LightningModule):
     """
 
     keeps_old_model: bool = False  # set by methods that need a frozen copy of the previous model
+    # Debug cap on every loop's length (config key `loop_limit`, set by the runner; debug=smoke: 1).
+    # The runner caps each phase's epochs with it; a method's own loops (autoencoder epochs, generator
+    # iterations, bias-layer epochs, prototype passes) take their length through `loop_length(n)`.
+    loop_limit: int | None = None
     validate_task_aware: bool = False  # validation accuracy on the current task's head (val/acc_taw)
 
     def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
@@ -172,6 +176,12 @@ class ContinualMethod(L.LightningModule):
         """Submodules that must stay in eval mode and out of every optimizer."""
         if self.old_net is not None:
             yield self.old_net
+
+    def loop_length(self, n: int) -> int:
+        """The length to run a loop of nominal length `n` (epochs, iterations): `n`, or `loop_limit`
+        when that is smaller. Every loop a method runs outside a phase asks this, so `debug=smoke`
+        shortens it without a method key in conf/debug/smoke.yaml."""
+        return n if self.loop_limit is None else min(n, self.loop_limit)
 
     # ----------------------------------------------------------------------------- training
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ whole backbone and T the identity (a ResNet's pooled feature).
 
 Sources: the official MatConvNet code (rahafaljundi/Encoder-Based-Lifelong-learning @88a6bbc) and
 its PyTorch demo; the CLsurvey re-implementation (Mattdl/CLsurvey). Where they disagree, the values
-here follow our spec (`specs/clr_ebll.md`, part B) and the alternatives are noted at each default.
+here follow the paper and its official code, and the alternatives are noted at each default.
 Reductions are explicit because the sources mix conventions: "batchmean" sums the squared
 differences over dimensions and averages over the batch (the paper's and MatConvNet's), "mean"
 averages over every element (`nn.MSELoss`, the PyTorch demo and CLsurvey), "sum" sums everything.
@@ -137,7 +137,7 @@ class EBLL(LwF):
             if value is not None and int(value) < 0:
                 raise ConfigError(f"method.{key}={value} must be >= 0 (0 switches it off)")
         # Code-loss weight, spec decision: 1e-2, and 1e-3 when the guarded autoencoder is ImageNet's
-        # (the paper, as specs/clr_ebll.md B.3 records it). MatConvNet demo: 1e-1
+        # (the paper). MatConvNet demo: 1e-1
         # (`exp_LwF_with_encoder.m:95,153`); PyTorch demo: 1e-1 on the mean MSE over d = 100 codes,
         # i.e. alpha = 2e-3 with code_reduction=batchmean.
         self.alpha = alpha
@@ -218,7 +218,7 @@ class EBLL(LwF):
 
         ae = AutoEncoder(features.shape[1], self.code_size).to(features.device)
         history = fit_autoencoder(ae, features, labels, classify, self.ae_rec_weight, self.ae_reduction,
-                                  self.ae_optimizer, self.ae_epochs, self.ae_batch_size, self.progress_bar,
+                                  self.ae_optimizer, self.loop_length(self.ae_epochs), self.ae_batch_size, self.progress_bar,
                                   desc=f"autoencoder task {task.id}")
         with torch.no_grad():
             accuracy = sum((classify(ae(f)).argmax(1) == y).sum().item()

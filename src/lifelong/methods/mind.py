@@ -12,8 +12,8 @@ Without a task id (TAG), every sub-network j scores its own classes and the one 
 max softmax(z_j / tau) predicts (`selector="max_prob"`); the official code also reports the
 lower-entropy one of the two most confident (`"entropy_top2"`); results.json holds both.
 
-Implemented from the re-implementation report `specs/mind.md` (the official code, Lsabetta/MIND,
-is CC BY-NC-ND: nothing is ported); "spec Sec. x" and official `file:line` refer to it. Decisions:
+Implemented from the paper and the official scripts (the official code, Lsabetta/MIND,
+is CC BY-NC-ND: nothing is ported); official `file:line` refer to its scripts. Decisions:
 
 - Heads: the official bias-free classifier with the rows of task t's classes owned by t is exactly
   one bias-free head per task, trained only during its own task; that is what we keep.
@@ -59,7 +59,7 @@ def symmetric_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> 
 
 @torch.no_grad()
 def mind_init_(module: nn.Module) -> nn.Module:
-    """A brand-new `gresnet32`'s init (spec Sec. 3.1, `gated_resnet32.py:157-167`): conv
+    """A brand-new `gresnet32`'s init (`gated_resnet32.py:157-167`): conv
     N(0, 2/(k*k*C_out)) (He, fan-out), BatchNorm gamma=1 beta=0 with fresh statistics, linear He."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -110,7 +110,7 @@ class MIND(ContinualMethod):
             raise ConfigError("method.new_weight_init=zero with method.weight_sharing=false leaves each disjoint "
                               "sub-network all zeros; use new_weight_init=he or auto")
         self._check_backbone()
-        # N: every task gets numel // N of each layer (spec Sec. 1.2 step 5, `pruner.py:22-43`).
+        # N: every task gets numel // N of each layer (`pruner.py:22-43`).
         self.n_tasks = n_tasks
         # Classes of the whole scenario: the width of the official masked logit vector (100 on CIFAR-100).
         self.n_classes = n_classes

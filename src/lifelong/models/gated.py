@@ -116,7 +116,7 @@ def select(module: nn.Module, task: int | None, nested: bool = True) -> None:
 
 
 def gated_resnet32(in_channels: int = 3, shortcut: str = "A", **_) -> nn.Module:
-    """MIND's `gresnet32` (spec Sec. 3.1): the CIFAR ResNet-32 with every convolution gated.
+    """MIND's `gresnet32`: the CIFAR ResNet-32 with every convolution gated.
 
     Convolutions are bias-free and the default option-A shortcut has no parameters, so the gated
     convolutions and the BatchNorm layers are the whole network.
@@ -129,7 +129,7 @@ def gated_resnet32(in_channels: int = 3, shortcut: str = "A", **_) -> nn.Module:
 def allocate(layer: GatedLayer, task: int, n_tasks: int, scores: torch.Tensor | None = None) -> torch.Tensor:
     """Give `task` `numel // n_tasks` of the layer's free weights (fewer if fewer are free).
 
-    MIND (spec Sec. 1.2 step 5, `pruner.py:22-43`): always 1/N of the layer's *total* size, so every
+    MIND (`pruner.py:22-43`): always 1/N of the layer's *total* size, so every
     task gets the same share; drawn uniformly at random from the free weights (`scores=None`,
     using torch's global RNG on the CPU, so a seed gives the same draw on any device), or the free
     weights with the largest `scores` (magnitude pruning, Sec. 1.3 and PackNet). Weights already
@@ -148,7 +148,7 @@ def allocate(layer: GatedLayer, task: int, n_tasks: int, scores: torch.Tensor | 
 
 @torch.no_grad()
 def he_normal_(weight: torch.Tensor, where: torch.Tensor | None = None) -> None:
-    """MIND's re-initialisation (spec Sec. 1.2 step 5): N(0, 2 / (k*k*C_out)) for a convolution and
+    """MIND's re-initialisation: N(0, 2 / (k*k*C_out)) for a convolution and
     N(0, 2 / (out*in)) for a linear layer; only the entries where `where` is true, if given."""
     fan = weight[0, 0].numel() * weight.shape[0] if weight.dim() == 4 else weight.numel()
     fresh = torch.randn(weight.shape) * (2.0 / fan) ** 0.5

@@ -1,0 +1,330 @@
+"""Checks that run before anything heavy is imported or built: a bad input ends in a second or two.
+
+Two stages, both raising `ConfigError` (one line: the key, the bad value, the fix):
+
+- `check_command_line(args)`: before Hydra composes the config (train.py). Hydra's own messages
+  for a misspelt key ("To append to your config use +epoch=3") would lead a user astray: here a
+  key that is not in the config gets "did you mean `epochs`?", and `+key=...` for an unknown
+  top-level key is refused (the run would ignore it silently).
+- `check(cfg)`: on the composed config, before torch and Lightning are imported (the hardware
+  check imports torch alone). Values of every run-wide key, the optimizer and scheduler, the
+  logger, the class order, `resume=` and the output directory.
+"""
+from __future__ import annotations
+
+import difflib
+import errno
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lifelong.errors import ConfigError
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto", "mps")
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "transformer-engine")
+# Hydra's own command-line flags that take a value: with these we leave the command line to Hydra.
+_HYDRA_FLAGS = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-p", "--package",
+                "--resolve", "-i", "--info", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+                "--config-dir", "--version", "--shell-completion", "-sc", "--experimental-rerun")
+
+
+# ------------------------------------------------------------------------------- command line
+def _suggest(key: str, choices) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else f"valid keys here: {sorted(choices)[:12]}"
+
+
+def check_command_line(args: list[str], conf_dir: Path) -> None:
+    """Misspelt and unknown keys in `python train.py <args>`, checked by composing the config once."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return  # --cfg, --info, -cn ...: Hydra's business
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    raw = [a for a in args if not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(raw)
+    except Exception:  # noqa: BLE001  (a syntax error: Hydra prints its own precise message)
+        return
+    plain = []
+    for override, text in zip(overrides, raw):
+        key = override.key_or_group
+        if key in ("hydra.run.dir", "hydra.sweep.dir", "paths.output_dir") and not override.is_sweep_override():
+            target = Path(text.split("=", 1)[1])
+            ok, where = _writable(target)
+            if not ok:
+                raise ConfigError(f"{key}={target}: cannot create the run directory there ({where} is read-only or "
+                                  f"not a directory); choose a writable place, e.g. {key}=$HOME/runs/<name>")
+        if key.startswith("hydra") or override.package:
+            continue
+        if override.is_sweep_override():
+            value = next(iter(override.sweep_string_iterator()), None)
+            if value is None:
+                continue
+            prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(override.type, "")
+            text = f"{prefix}{key}={value}"
+        plain.append((override, text))
+    groups = _groups(conf_dir)
+    for override, text in plain:  # an unknown option of a config group (method=lwff)
+        group = override.key_or_group
+        if group in groups and override.type.name == "CHANGE":
+            value = text.split("=", 1)[1]
+            options = sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
+            if value not in options and value != "null":
+                raise ConfigError(f"{group}={value} is unknown; valid choices: {options} ({_suggest(value, options)})"
+                                  if difflib.get_close_matches(value, options, n=1, cutoff=0.6)
+                                  else f"{group}={value} is unknown; valid choices: {options}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        base = compose("config", overrides=[t for o, t in plain if "." not in o.key_or_group and "/" not in o.key_or_group
+                                            and not t.startswith(("+", "~"))
+                                            and o.key_or_group in _groups(conf_dir)])
+    GlobalHydra.instance().clear()
+    top_level = set(base.keys()) | _groups(conf_dir)
+    for override, text in plain:
+        key = override.key_or_group
+        if "/" in key:
+            continue
+        parts = key.split(".")
+        if override.type.name in ("ADD", "FORCE_ADD") and len(parts) == 1 and key not in top_level:
+            raise ConfigError(f"{text}: `{key}` is not a key of this project's config, and the run would ignore it; "
+                              f"{_suggest(key, top_level)}")
+        if override.type.name != "CHANGE":
+            continue
+        node = base
+        for depth, part in enumerate(parts):
+            if not OmegaConf.is_dict(node):
+                break
+            if part not in node:
+                if depth == 0 and part in _groups(conf_dir):
+                    break
+                where = ".".join(parts[:depth]) or "the top level"
+                extra = "; other Lightning Trainer arguments go in as +trainer.<name>=<value>" if parts[0] == "trainer" else ""
+                raise ConfigError(f"{text}: there is no key `{key}` ({where} has no `{part}`); "
+                                  f"{_suggest(part, node.keys())}{extra}")
+            node = node[part]
+
+
+def _groups(conf_dir: Path) -> set[str]:
+    return {p.name for p in Path(conf_dir).iterdir() if p.is_dir()}
+
+
+# ------------------------------------------------------------------------------- composed config
+def _get(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def _integer(cfg: DictConfig, key: str, minimum: int | None = None, allow_none: bool = False) -> None:
+    value = _get(cfg, key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}={value!r} must be an integer, e.g. {key}={max(minimum or 0, 1)}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}={value!r} must be at least {minimum}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_optimizer(node, key: str) -> None:
+    """lr > 0, momentum and betas in [0, 1), weight_decay >= 0 of one optimizer partial."""
+    if not OmegaConf.is_dict(node):
+        return
+    checks = {"lr": (lambda v: _number(v) and v > 0, "a positive number, e.g. 0.01"),
+              "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+              "momentum": (lambda v: _number(v) and 0 <= v < 1, "in [0, 1), e.g. 0.9"),
+              "eps": (lambda v: _number(v) and v > 0, "a small positive number, e.g. 1e-8"),
+              "rho": (lambda v: _number(v) and 0 <= v <= 1, "in [0, 1]"),
+              "betas": (lambda v: OmegaConf.is_list(v) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+                        "two numbers in [0, 1), e.g. [0.9, 0.999]")}
+    for name, (ok, fix) in checks.items():
+        if name in node and not ok(node[name]):
+            raise ConfigError(f"{key}.{name}={node[name]!r} must be {fix}")
+
+
+def check_scheduler(node, key: str) -> None:
+    if not OmegaConf.is_dict(node):
+        return
+    if "gamma" in node and not (_number(node.gamma) and 0 < node.gamma <= 1):
+        raise ConfigError(f"{key}.gamma={node.gamma!r} must be in (0, 1], e.g. 0.1")
+    if "milestones" in node:
+        m = node.milestones
+        if not (OmegaConf.is_list(m) and all(isinstance(v, int) and v > 0 for v in m) and list(m) == sorted(m)):
+            raise ConfigError(f"{key}.milestones={m!r} must be increasing positive epochs, e.g. [30, 60]")
+    if "T_max" in node and not (isinstance(node.T_max, int) and node.T_max >= 1):
+        raise ConfigError(f"{key}.T_max={node.T_max!r} must be a positive number of epochs")
+
+
+def class_order_problem(order, n_classes: int) -> str | None:
+    """What is wrong with an explicit class order (None: a permutation of 0..n_classes-1)."""
+    try:
+        ids = [int(c) for c in order]
+    except (TypeError, ValueError):
+        return f"must be a list of integer class ids, got {list(order)!r}"
+    seen, duplicates = set(), []
+    for c in ids:
+        if c in seen and c not in duplicates:
+            duplicates.append(c)
+        seen.add(c)
+    outside = [c for c in ids if not 0 <= c < n_classes]
+    missing = sorted(set(range(n_classes)) - seen)
+    problems = []
+    if duplicates:
+        problems.append(f"id {', '.join(map(str, duplicates[:10]))} appear{'s' if len(duplicates) == 1 else ''} twice")
+    if outside:
+        problems.append(f"id {', '.join(map(str, outside[:10]))} out of range 0..{n_classes - 1}")
+    if missing:
+        problems.append(f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}")
+    if not problems:
+        return None
+    return (f"must list every class id 0..{n_classes - 1} exactly once ({len(ids)} ids given; "
+            + "; ".join(problems) + ")")
+
+
+def is_run_dir(path: Path) -> bool:
+    path = Path(path)
+    return any((path / name).exists() for name in (".hydra", "results.json", "checkpoints", "train.log"))
+
+
+def _writable(path: Path) -> tuple[bool, Path]:
+    """Whether a run could create and write `path` (the nearest existing ancestor decides)."""
+    probe = Path(path).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return False, probe
+    try:  # os.access says yes to root on a read-only mount: try a real file
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".lifelong-write-test-"):
+            pass
+    except OSError:
+        return False, probe
+    return True, probe
+
+
+def check(cfg: DictConfig, run_dir: Path | None = None) -> None:
+    """Every check of the composed config that needs no dataset or model (raises ConfigError)."""
+    _integer(cfg, "seed")
+    for key in ("epochs", "batch_size", "eval.batch_size"):
+        _integer(cfg, key, minimum=1)
+    _integer(cfg, "num_workers", minimum=0)
+    _integer(cfg, "eval.limit_batches", minimum=1, allow_none=True)
+    _integer(cfg, "loop_limit", minimum=1, allow_none=True)
+    for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
+        value = _get(cfg, key)
+        if value is not None and (not _number(value) or value <= 0):
+            raise ConfigError(f"{key}={value!r} must be a positive number of batches (or a fraction in (0, 1])")
+    if not OmegaConf.is_dict(cfg.get("method")) or "_target_" not in cfg.method:
+        raise ConfigError("method has no _target_; choose one with method=<name> (see conf/method/)")
+    if cfg.get("optimizer"):
+        check_optimizer(cfg.optimizer, "optimizer")
+    if cfg.get("scheduler"):
+        check_scheduler(cfg.scheduler, "scheduler")
+    for name, node in cfg.method.items():  # per-phase optimizers and schedulers of a method
+        if OmegaConf.is_dict(node) and "_target_" in node:
+            if "optim" in str(node._target_) and "lr_scheduler" not in str(node._target_):
+                check_optimizer(node, f"method.{name}")
+            elif "lr_scheduler" in str(node._target_):
+                check_scheduler(node, f"method.{name}")
+    check_logger(cfg)
+    check_trainer(cfg)
+    check_scenario(cfg)
+    check_paths(cfg, run_dir)
+
+
+def check_logger(cfg: DictConfig) -> None:
+    wandb = _get(cfg, "logger.wandb")
+    if OmegaConf.is_dict(wandb):
+        mode = wandb.get("mode", "auto")
+        if mode not in WANDB_MODES:
+            raise ConfigError(f"logger.wandb.mode={mode!r} is unknown; valid choices: {list(WANDB_MODES)}")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    accelerator = _get(cfg, "trainer.accelerator")
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is unknown; valid choices: {list(ACCELERATORS)}")
+    precision = str(_get(cfg, "trainer.precision"))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is unknown; valid choices: {list(PRECISIONS)}")
+    devices = _get(cfg, "trainer.devices")
+    if not (devices == "auto" or (isinstance(devices, int) and devices >= 1) or OmegaConf.is_list(devices)):
+        raise ConfigError(f"trainer.devices={devices!r} must be a positive integer, a list of device ids or auto")
+    if accelerator in ("gpu", "cuda"):
+        count = gpu_count()
+        if count == 0:
+            fix = ("run on CPU processes with trainer.accelerator=cpu" if _get(cfg, "trainer.strategy")
+                   else "run on CPU with hardware=cpu")
+            raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no usable GPU; {fix}")
+        wanted = len(devices) if OmegaConf.is_list(devices) else devices
+        if isinstance(wanted, int) and wanted > count:
+            raise ConfigError(f"trainer.devices={devices} but this machine has {count} GPU"
+                              f"{'s' if count != 1 else ''}; use trainer.devices={count} or fewer")
+
+
+def gpu_count() -> int:
+    """CUDA devices torch can use (imports torch only; no CUDA context is created)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_scenario(cfg: DictConfig) -> None:
+    order = _get(cfg, "scenario.class_order")
+    n_classes = _get(cfg, "dataset.n_classes")
+    if OmegaConf.is_list(order) and isinstance(n_classes, int):
+        problem = class_order_problem(list(order), n_classes)
+        if problem:
+            raise ConfigError(f"scenario.class_order {problem}")
+
+
+def check_paths(cfg: DictConfig, run_dir: Path | None) -> None:
+    resume = cfg.get("resume")
+    if resume:
+        resume = Path(str(resume))
+        if not resume.is_dir():
+            raise ConfigError(f"resume={resume} does not exist; give the run directory of an earlier run "
+                              f"(outputs/runs/<date>/<time>_<method>_<id>), or leave resume= out to start a new run")
+        if not is_run_dir(resume):
+            raise ConfigError(f"resume={resume} is not a run directory (no .hydra/, results.json or checkpoints/); "
+                              f"give the directory an earlier run printed as `run dir:`")
+        check_task_state(resume)
+    for target in filter(None, [resume or run_dir]):
+        ok, where = _writable(target)
+        if not ok:
+            raise ConfigError(f"cannot write the run directory {target} ({where} is read-only or not a directory); "
+                              f"choose a writable place with hydra.run.dir=<dir> (or paths.output_dir=<dir>)")
+
+
+def unreadable_checkpoint(path: Path, error: BaseException) -> ConfigError:
+    run_dir = Path(path).parent.parent
+    return ConfigError(
+        f"checkpoint {path} is unreadable (truncated or corrupt: {error}); restart this run from its beginning "
+        f"with `rm -r {run_dir / 'checkpoints'}` and the same command, or start a fresh run without resume=")
+
+
+def check_task_state(run_dir: Path) -> None:
+    """A `checkpoints/last.pt` that is not a complete torch zip archive (truncated, overwritten)."""
+    import zipfile
+
+    path = Path(run_dir) / "checkpoints" / "last.pt"
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise unreadable_checkpoint(path, "not a complete zip archive")
+
+
+def disk_error_message(error: OSError, run_dir: Path | str = "<run dir>") -> str | None:
+    """One line for an OSError a user fixes on their side (full disk, read-only or missing folder)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"no space left writing {error.filename or 'into ' + str(run_dir)} ({os.strerror(error.errno)}); "
+                f"free space and continue with resume={run_dir}")
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"cannot write {error.filename or 'a run file'} ({os.strerror(error.errno)}); choose a writable "
+                f"place with hydra.run.dir=<dir>")
+    return None

@@ -1,0 +1,41 @@
+"""What a run leaves for a reader: permissions, progress lines, plot titles, debug loop lengths."""
+from __future__ import annotations
+
+import os
+import stat
+
+from lifelong.methods import ebll
+
+
+def test_result_files_respect_the_umask(run):
+    previous = os.umask(0o022)
+    try:
+        _, run_dir = run("method=finetune", "logger=csv")
+    finally:
+        os.umask(previous)
+    for path in [run_dir / "results.json", run_dir / "metrics.csv", *sorted((run_dir / "plots").glob("*.png"))]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_without_a_terminal_each_epoch_is_one_plain_line(run, capsys):
+    summary, run_dir = run("method=finetune", "epochs=2", "trainer.enable_progress_bar=true")
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    lines = [line for line in out.splitlines() if line.startswith("task ")]
+    assert [line.split(":")[0] for line in lines] == [f"task {t}/3 · train · epoch {e}/2" for t in (1, 2, 3)
+                                                      for e in (1, 2)]
+    assert summary["title"] == f"Finetune on digits, class_incremental (3 tasks), {run_dir.name}"
+
+
+def test_loop_limit_shortens_between_task_loops(run, monkeypatch):
+    """debug=smoke sets loop_limit=1: EBLL's 100 autoencoder epochs become one, with no EBLL key in smoke.yaml."""
+    lengths = []
+    fit = ebll.fit_autoencoder
+
+    def recording(*args, **kwargs):
+        lengths.append(args[7])  # epochs
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(ebll, "fit_autoencoder", recording)
+    run("method=ebll", "debug=smoke", "scenario.n_tasks=2", "scenario.nc_first_task=null", "backbone=mlp")
+    assert lengths == [1, 1]
