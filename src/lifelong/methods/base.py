@@ -188,8 +188,13 @@ class ContinualMethod(L.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": phase.scheduler(optimizer), "interval": "epoch"}}
 
+    def on_train_start(self) -> None:
+        """Lightning 2.x keeps the modes it finds when a fit starts (evaluation leaves them as they
+        were): every phase starts in train mode with `frozen_modules()` of that phase in eval mode."""
+        self.train(True)
+
     def train(self, mode: bool = True):
-        """Lightning calls `train()` at every epoch; frozen modules must stay in eval mode."""
+        """Train mode everywhere except `frozen_modules()`, which stay in eval mode."""
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()
