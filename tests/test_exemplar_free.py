@@ -75,7 +75,8 @@ def test_fecam_mahalanobis_prediction_matches_a_direct_computation():
     method.precisions = torch.stack([method.precision(feats[labels == c]) for c in range(3)])
 
     x = torch.rand(7, 1, 4, 4)
-    scores = method.task_agnostic_logits(x)
+    with torch.no_grad():
+        scores = method.task_agnostic_logits(x)
     # the official recipe, written out with numpy, class by class
     with torch.no_grad():
         v = method.net.features(x).double().numpy()
@@ -100,7 +101,8 @@ def test_fecam_mahalanobis_prediction_matches_a_direct_computation():
     assert np.allclose(-scores.double().numpy(), distances, rtol=1e-4, atol=1e-5)
     assert (scores.argmax(1).numpy() == distances.argmin(1)).all()
     # TAW restricts the argmin to the task's classes
-    assert torch.equal(method.task_aware_logits(x, 0), scores[:, :2])
+    with torch.no_grad():
+        assert torch.equal(method.task_aware_logits(x, 0), scores[:, :2])
     assert tukey(torch.tensor([4.0]), 0.5).item() == 2.0
 
 
@@ -121,6 +123,9 @@ def test_warm_start_end_to_end_and_resume_is_bit_identical(run, monkeypatch, tmp
         assert state["class_means"].shape[0] == 10 and memory["class_means"] == 10
     if method == "fecam":
         assert state["precisions"].shape[:1] == (10,) and memory["covariance_matrices"] == 10
+        # after task 0 nothing an old class owns changes: its task-aware accuracy is constant
+        taw = summary["acc_taw"]
+        assert taw[1][0] == taw[2][0] and taw[1][1] == taw[2][1]
     if method == "dgr":
         assert any(k.startswith("old_generator.") for k in state)
         assert memory["generator_parameters"] == sum(v.numel() for k, v in state.items()
@@ -144,7 +149,7 @@ def test_warm_start_end_to_end_and_resume_is_bit_identical(run, monkeypatch, tmp
         assert resumed[key] == full[key], key
     resumed_state = torch.load(stopped_dir / checkpoints.LAST, weights_only=False)["state_dict"]
     assert resumed_state.keys() == state.keys()
-    assert all(torch.equal(resumed_state[k], state[k]) for k in state)
+    assert all(torch.equal(resumed_state[k], v) for k, v in state.items() if isinstance(v, torch.Tensor))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -153,10 +158,3 @@ def test_cold_start_end_to_end(run, method):
                      "method.synthesis_iters=3" if method == "lwf_synthetic" else "seed=0")
     assert summary["tasks_done"] == 2 and summary["task_sizes"] == [5, 5]
     assert summary["acc_taw"][1][1] > 0.2
-
-
-def test_frozen_backbone_methods_keep_old_statistics(run):
-    """FeCAM: after task 0 nothing an old class owns changes, so its task-aware accuracy is constant."""
-    summary, _ = run("method=fecam")
-    taw = summary["acc_taw"]
-    assert taw[1][0] == taw[2][0] and taw[1][1] == taw[2][1]
