@@ -158,3 +158,14 @@ def test_cold_start_end_to_end(run, method):
                      "method.synthesis_iters=3" if method == "lwf_synthetic" else "seed=0")
     assert summary["tasks_done"] == 2 and summary["task_sizes"] == [5, 5]
     assert summary["acc_taw"][1][1] > 0.2
+
+
+@pytest.mark.slow
+def test_frozen_backbone_methods_beat_finetune_on_split_digits(run):
+    """Cold start, 5 tasks of 2 digits, 5 epochs: FeTrIL and FeCAM keep the old classes, finetune does not."""
+    setting = ("dataset=digits", "scenario.n_tasks=5", "scenario.nc_first_task=null", "epochs=5",
+               "trainer.limit_train_batches=null")
+    finetune, _ = run("method=finetune", *setting)
+    for method in ("fetril", "fecam"):
+        summary, _ = run(f"method={method}", *setting)
+        assert summary["final_avg_acc_tag"] > finetune["final_avg_acc_tag"] + 0.2, method
