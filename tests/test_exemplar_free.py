@@ -16,6 +16,8 @@ from lifelong.models.backbones import mlp
 from lifelong.prototypes import class_means, covariance
 
 METHODS = ["fetril", "fecam", "lwf_synthetic", "dgr"]
+# Shorter loops for the tests: 3 generator iterations (ABD's synthesis), a small VAE code (DGR).
+FAST = {"lwf_synthetic": "method.synthesis_iters=3", "dgr": "method.z_size=32"}
 
 
 class Interrupted(Exception):
@@ -110,7 +112,7 @@ def test_fecam_mahalanobis_prediction_matches_a_direct_computation():
 @pytest.mark.parametrize("method", METHODS)
 def test_warm_start_end_to_end_and_resume_is_bit_identical(run, monkeypatch, tmp_path, method):
     """Warm start (4 + 3 + 3 classes), then the same run interrupted after task 1 and resumed."""
-    overrides = (f"method={method}", "method.synthesis_iters=3" if method == "lwf_synthetic" else "seed=0")
+    overrides = (f"method={method}", FAST.get(method, "seed=0"))
     summary, full_dir = run(*overrides)
     full = results(full_dir)
     assert full["tasks_done"] == 3
@@ -155,7 +157,7 @@ def test_warm_start_end_to_end_and_resume_is_bit_identical(run, monkeypatch, tmp
 @pytest.mark.parametrize("method", METHODS)
 def test_cold_start_end_to_end(run, method):
     summary, _ = run(f"method={method}", "scenario.nc_first_task=null", "scenario.n_tasks=2",
-                     "method.synthesis_iters=3" if method == "lwf_synthetic" else "seed=0")
+                     FAST.get(method, "seed=0"))
     assert summary["tasks_done"] == 2 and summary["task_sizes"] == [5, 5]
     assert summary["acc_taw"][1][1] > 0.2
 
