@@ -1,0 +1,114 @@
+"""Deep Generative Replay (Shin, Lee, Kim, Kim, NeurIPS 2017), as ABD's code runs it as a baseline:
+GT-RIPL/AlwaysBeDreaming-DFCIL `learners/dgr.py` (`Generative_Replay`), `learners/dgr_helper.py`
+(`Scholar`), `models/autoencoder.py` (the VAE), `experiments/cifar100-*.sh` ("DGR").
+
+A scholar is a solver (the classifier f) and a generator (a VAE G). For task t > 0, with a real
+batch (x, y), replayed images x' ~ G*(z) from the frozen generator of the previous scholar, labelled
+by the frozen previous solver f* over its n_old classes (y' = argmax f*(x')), and r = n_old / n_seen:
+
+    L_solver = mean_{i in x u x'} w_i CE(f(x_i), y_i) + mu KD_T(f(x')[:, :n_old], f*(x'))
+    L_gen    = mean_{i in x u x'} w_i BCE(G(x_i), x_i) + KL(q(z | x_i) || N(0, I)) / n_pixels
+
+with w_i = r for old-class labels and 1 - r for new-class ones (the official `dw_cls`: weights 1 on
+the first task), KD_T the soft cross-entropy at temperature T without T^2. Both are trained at
+every step of the same loop, the generator on real plus replayed images; since neither loss reaches
+the other's parameters, one optimizer over both is the official pair of optimizers built with the
+same settings (`new_optimizer`). After each task the scholar is copied and frozen (`old_net`,
+`old_generator`): the generator is stored between tasks, in the state dict, and counted in
+results.json's `memory`.
+
+The generator works on [0, 1] pixels (the official DGR data is not normalised, `dgr=True` in
+`get_transform`): real batches are un-normalised for it, replayed images normalised for the solver.
+Deviations: the solver sees normalised images (the official DGR solver sees [0, 1] pixels); per-task
+heads, so logits exist only for seen classes (the official head is sliced to them too).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lifelong.losses import distillation
+from lifelong.methods.abd import class_balance_weights
+from lifelong.methods.base import ContinualMethod, freeze
+from lifelong.models.vae import VAE
+
+
+class DGR(ContinualMethod):
+    keeps_old_model = True
+
+    def __init__(self, *args, mu: float = 1.0, T: float = 2.0, class_balance: bool = True, image_size: int = 32,
+                 channels: int = 3, z_size: int = 1024, replay_batch_size: int | None = None, **kwargs):
+        kwargs.setdefault("ce_scope", "seen")
+        super().__init__(*args, **kwargs)
+        self.mu = mu  # `--mu 1` for DGR in experiments/cifar100-*.sh
+        self.T = T  # `--temp` default 2.0 (run_dfcil.py), `self.DTemp`
+        # Official: `mappings` r / 1 - r per label on the solver CE and the generator's reconstruction.
+        self.class_balance = class_balance
+        # Official: as many replayed images as real ones (`previous_scholar.sample(len(x), ...)`); None = that.
+        self.replay_batch_size = replay_batch_size
+        # CIFAR_GEN: AutoEncoder(in_channel=3, img_sz=32, kernel_num=512, z_size=1024).
+        self.generator = VAE(image_size, channels, z_size)
+        self.old_generator: VAE | None = None
+
+    # ----------------------------------------------------------------------------- task hooks
+    def end_task(self, task, data) -> None:
+        super().end_task(task, data)  # old_net: the frozen solver
+        self.old_generator = freeze(copy.deepcopy(self.generator))  # the frozen generator of the scholar
+
+    def frozen_modules(self) -> Iterator[nn.Module]:
+        yield from super().frozen_modules()
+        if self.old_generator is not None:
+            yield self.old_generator
+
+    # ----------------------------------------------------------------------------- pixels
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        augment = self.task.augment
+        if augment is None or not hasattr(augment, "mean"):
+            return x.new_zeros(()), x.new_ones(())
+        return augment.mean.to(x), augment.std.to(x)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return (x * std + mean).clamp(0, 1)
+
+    def from_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+    # ----------------------------------------------------------------------------- training
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        n_real, n_old = len(x), self.task.offset
+        n_seen = n_old + self.task.n_classes
+        pixels = self.to_pixels(x)
+        if self.old_generator is not None:
+            replay_pixels = self.old_generator.sample(self.replay_batch_size or n_real)
+            replay = self.from_pixels(replay_pixels)
+            with torch.no_grad():
+                replay_scores = self.old_net(replay)  # over the old classes
+            x = torch.cat([x, replay])
+            y = torch.cat([y, replay_scores.argmax(1)])
+            pixels = torch.cat([pixels, replay_pixels])
+        weights = (class_balance_weights(y, n_old, n_seen) if self.class_balance
+                   else torch.ones(len(y), device=y.device))
+        logits = self.net(x)
+        terms = {"ce": (F.cross_entropy(logits, y, reduction="none") * weights).mean()}
+        if self.old_generator is not None:
+            terms["kd"] = self.mu * distillation(logits[n_real:, :n_old], replay_scores, self.T)
+        generator = self.generator.loss_terms(pixels, weights)
+        terms["gen_recon"], terms["gen_kl"] = generator["recon"], generator["kl"]
+        return terms
+
+    def extra_results(self) -> dict:
+        params = list(self.generator.parameters())
+        return {"memory": {"generator_parameters": sum(p.numel() for p in params),
+                           "generator_bytes": sum(p.numel() * p.element_size() for p in params),
+                           "stored_images": 0}}
+
+    def on_load_state_dict_structure(self, state_dict: dict[str, torch.Tensor]) -> None:
+        super().on_load_state_dict_structure(state_dict)
+        if self.old_generator is None and any(k.startswith("old_generator.") for k in state_dict):
+            self.old_generator = freeze(copy.deepcopy(self.generator))
