@@ -91,6 +91,11 @@ class PASS(ContinualMethod):
         self.prototypes = torch.zeros_like(state_dict["prototypes"])
         self.class_spread = torch.zeros_like(state_dict["class_spread"])
 
+    def on_train_start(self) -> None:
+        """Modes at the start of every phase's fit: train, with `frozen_modules()` in eval (until the
+        base class does this itself, issue 10; Lightning 2.x does not call `train()` when a fit starts)."""
+        self.train()
+
     # ----------------------------------------------------------------------------- training
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         x4, y4 = rotate_batch(x, y)

@@ -130,6 +130,11 @@ class RDFCIL(ContinualMethod):
             yield self.net.backbone  # mixin/finetuning.py: backbone frozen (eval mode), classifiers train
             yield self.relation
 
+    def on_train_start(self) -> None:
+        """Modes at the start of every phase's fit: train, with `frozen_modules()` in eval (until the
+        base class does this itself, issue 10; Lightning 2.x does not call `train()` when a fit starts)."""
+        self.train()
+
     # ----------------------------------------------------------------------------- training
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.phase_name == "synthesis":

@@ -100,6 +100,11 @@ class SSRE(ContinualMethod):
         super().on_load_state_dict_structure(state_dict)
         self.prototypes = torch.zeros_like(state_dict["prototypes"])
 
+    def on_train_start(self) -> None:
+        """Modes at the start of every phase's fit: train, with `frozen_modules()` in eval (until the
+        base class does this itself, issue 10; Lightning 2.x does not call `train()` when a fit starts)."""
+        self.train()
+
     # ----------------------------------------------------------------------------- training
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.net.features(x)
