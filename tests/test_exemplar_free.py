@@ -160,3 +160,25 @@ def test_rdfcil_resume_after_a_task_is_bit_identical(run, monkeypatch, tmp_path)
     assert results[0]["acc_tag"] == results[1]["acc_tag"] and results[0]["acc_taw"] == results[1]["acc_taw"]
     a, b = _state(full_dir), _state(stopped)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+# ----------------------------------------------------------------------------- against finetune
+DIGITS = ("dataset=digits", "scenario.n_tasks=5", "epochs=4", "batch_size=32",
+          "logger=none", "trainer.enable_progress_bar=false")
+SETTINGS = {  # each method and finetune with the same backbone and optimizer
+    "pass": ("optimizer=adam", "optimizer.lr=1e-3"),
+    "ssre": ("backbone=resnet32_rep", "backbone.blocks_per_stage=1", "backbone.widths=[16,32]", "optimizer=adam",
+             "optimizer.lr=1e-3"),
+    "rdfcil": ("backbone=convnet", "backbone.widths=[16,32]", "optimizer.lr=0.05", "method.synthesis_iters=30",
+               "method.refine_epochs=2"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(SETTINGS))
+def test_beats_finetune_on_split_digits(run, method):
+    shared = [s for s in SETTINGS[method] if not s.startswith("method.")]
+    finetune, _ = run(*DIGITS, "method=finetune", *shared, tiny=False)
+    ours, _ = run(*DIGITS, f"method={method}", *SETTINGS[method], tiny=False)
+    assert ours["final_avg_acc_tag"] > finetune["final_avg_acc_tag"], (ours["final_avg_acc_tag"],
+                                                                       finetune["final_avg_acc_tag"])
