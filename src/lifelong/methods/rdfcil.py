@@ -106,8 +106,8 @@ class RDFCIL(ContinualMethod):
             return phases
         if self.synthesizer.iters > 0:
             phases.insert(0, self.synthesizer.phase())
-        if self.refine_epochs > 0:
-            phases.append(Phase("refine", self.refine_epochs, self.refine_optimizer,
+        if self.refine_epochs > 0:  # at most the train phase's epochs, so that debug=smoke cuts it too
+            phases.append(Phase("refine", min(self.refine_epochs, self.epochs), self.refine_optimizer,
                                 parameters=self.net.heads.parameters))
         return phases
 
