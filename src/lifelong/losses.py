@@ -19,3 +19,15 @@ def distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: 
 def kl_gaussians(mu_p: torch.Tensor, var_p: torch.Tensor, mu_q: torch.Tensor, var_q: torch.Tensor) -> torch.Tensor:
     """KL(N(mu_p, var_p) || N(mu_q, var_q)) per dimension, for diagonal Gaussians."""
     return 0.5 * (torch.log(var_q / var_p) + (var_p + (mu_p - mu_q) ** 2) / var_q - 1.0)
+
+
+def angle_relations(embeddings: torch.Tensor) -> torch.Tensor:
+    """cos of the angle at e_i between e_j and e_k, for every triplet: `[B * B * B]` (Park et al., CVPR 2019)."""
+    directions = F.normalize(embeddings.unsqueeze(0) - embeddings.unsqueeze(1), p=2, dim=2)  # [i, j] = e_j - e_i
+    return torch.bmm(directions, directions.transpose(1, 2)).flatten()
+
+
+def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Angle-wise relational distillation: mean |cos angle_student - cos angle_teacher| over all triplets
+    (the L1 of cl-lite's `RKDAngleLoss`, which R-DFCIL uses; the teacher side is not detached)."""
+    return F.l1_loss(angle_relations(student), angle_relations(teacher))
