@@ -23,6 +23,7 @@ NEEDS = {
     "deepinversion": ["backbone=convnet", "method.synthesis_iters=2", "method.synthesis_batch_size=8"],
     "clr": ["backbone=convnet", "method.random_backbone=true", "scenario.val_fraction=0.2"],
     "linear": ["backbone=convnet", "method.random_backbone=true", "scenario.val_fraction=0.2"],
+    "feature_extraction": ["backbone=convnet", "method.random_backbone=true"],
     "ebll": ["backbone=convnet", "method.ae_epochs=1", "method.warmup_epochs=1"],
     "mind": ["backbone=convnet"],
     "packnet": ["backbone=convnet"],
