@@ -172,3 +172,68 @@ def test_online_ewc_keeps_one_running_fisher(gamma):
     for i, n in enumerate(names):
         torch.testing.assert_close(method.fisher[n], gamma * hand[0][i] + hand[1][i])
         torch.testing.assert_close(method.anchor[n], dict(method.net.backbone.named_parameters())[n].detach())
+
+
+@pytest.mark.parametrize("overrides", [("method=si",), ("method=mas",), ("method=rwalk",), ("method=ewc_online",),
+                                       ("method=lwm", "backbone=convnet")], ids=lambda o: o[0])
+def test_regulariser_end_to_end(run, overrides):
+    from test_methods import check_matrices
+
+    summary, out = run(*overrides, "trainer.limit_train_batches=8")
+    check_matrices(summary)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["state_dict"]
+    kept = {"si": "importance.", "mas": "importance.", "rwalk": "scores.", "ewc_online": "fisher.",
+            "lwm": "old_net."}[overrides[0].split("=")[1]]
+    assert any(k.startswith(kept) and v.abs().sum() > 0 for k, v in state.items())  # importance in the checkpoint
+
+
+def test_lwm_attention_term_trains_the_network():
+    from lifelong.methods.lwm import LwM
+    from lifelong.models.backbones import convnet
+
+    torch.manual_seed(0)
+    method = LwM(convnet(1, (8, 16)), optimizer=partial(torch.optim.SGD, lr=0.1))
+    _, tasks = tiny(lambda *a, **k: None)
+    x = torch.randn(16, 1, 8, 8)
+    method.begin_task(tasks[0])
+    method.end_task(tasks[0], None)
+    method.begin_task(tasks[1])
+    with torch.no_grad():
+        for p in method.net.backbone.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    terms = method.loss_terms(x, torch.randint(3, 6, (16,)))
+    assert set(terms) == {"ce", "kd", "ad"} and terms["ad"] > 0
+    grads = torch.autograd.grad(terms["ad"], list(method.net.backbone.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_lwm_refuses_a_backbone_without_feature_maps():
+    from lifelong.errors import ConfigError
+    from lifelong.methods.lwm import LwM
+
+    with pytest.raises(ConfigError, match="backbone=convnet"):
+        LwM(mlp(1, 8), optimizer=partial(torch.optim.SGD, lr=0.1))
+
+
+def test_si_resumes_mid_task_with_its_running_path_integral(run, monkeypatch):
+    from lifelong.methods.base import ContinualMethod
+    from test_resume import Interrupted, matrices
+
+    overrides = ("method=si", "method.lamb=10", "epochs=2")
+    _, full_dir = run(*overrides)
+
+    def stop_in_task_1_epoch_1(self):
+        if self.task.id == 1 and self.current_epoch == 1:
+            raise Interrupted
+
+    monkeypatch.setattr(ContinualMethod, "on_train_epoch_end", stop_in_task_1_epoch_1, raising=False)
+    with pytest.raises(Interrupted):
+        run(*overrides)
+    monkeypatch.undo()
+    stopped_dir = full_dir.parent / "run1"
+    run(*overrides, f"resume={stopped_dir}")
+    assert matrices(stopped_dir) == matrices(full_dir)
+    full = torch.load(full_dir / "checkpoints" / "last.pt", weights_only=False)["state_dict"]
+    resumed = torch.load(stopped_dir / "checkpoints" / "last.pt", weights_only=False)["state_dict"]
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full if k.startswith(("importance.", "path.", "anchor.")))
