@@ -237,3 +237,23 @@ def test_si_resumes_mid_task_with_its_running_path_integral(run, monkeypatch):
     resumed = torch.load(stopped_dir / "checkpoints" / "last.pt", weights_only=False)["state_dict"]
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full if k.startswith(("importance.", "path.", "anchor.")))
+
+
+# Split digits, 5 tasks of 2 classes, MLP, 5 epochs, seed 0 (the README's setting). Online EWC, MAS
+# and RWalk run at their defaults; SI's c = 0.1 barely moves in so short a schedule (README), so it
+# runs with c = 100 (measured: 12.0 against fine-tuning's 19.1). LwM is not here: on this setting it
+# forgets more than fine-tuning on the same convnet at beta = 1, 10 and 100 (README).
+FORGETTING_SETTINGS = {
+    "ewc_online": ("method=ewc_online",), "mas": ("method=mas",), "rwalk": ("method=rwalk",),
+    "si": ("method=si", "method.lamb=100"),
+}
+
+
+@pytest.mark.slow
+def test_regularisers_forget_less_than_finetune(run):
+    common = ("scenario.n_tasks=5", "epochs=5")
+    quiet = ("logger=none", "trainer.enable_progress_bar=false")
+    finetune, _ = run("method=finetune", *common, *quiet, tiny=False)
+    for name, overrides in FORGETTING_SETTINGS.items():
+        summary, _ = run(*overrides, *common, *quiet, tiny=False)
+        assert summary["final_avg_forg_taw"] < finetune["final_avg_forg_taw"], name
