@@ -65,5 +65,8 @@ def check(cfg: DictConfig) -> None:
     if cfg.dataset.name == "digits" and cfg.backbone.get("_target_", "").endswith(("resnet32", "resnet18", "resnet50")):
         if not cfg.backbone.get("small_input", True):
             raise ConfigError("backbone=resnet18/50 on 8x8 digits needs backbone.small_input=true")
+    from lifelong import search
+
+    search.check(cfg)
     if cfg.get("resume") and not os.path.isdir(str(cfg.resume)):
         raise ConfigError(f"resume={cfg.resume} is not a run directory")

@@ -20,6 +20,7 @@ from lifelong import config as config_checks
 from lifelong import distributed
 from lifelong import report
 from lifelong import resume as checkpoints
+from lifelong import search
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.errors import ConfigError, DatasetNotFound
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
@@ -130,6 +131,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     results = Results(len(scenario)) if state is None else Results.from_dict(state["results"])
     step_offset = 0 if state is None else state["step_offset"]
     tasks_done = 0 if state is None else state["tasks_done"]
+    validation = search.Validation(cfg, scenario, None if state is None else state["results"])
     log.info("run dir: %s", run_dir)
     log.info("class order: %s", scenario.class_order)
     log.info("tasks: %d, classes per task: %s", len(scenario), scenario.task_sizes)
@@ -191,10 +193,11 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
 
         taw, tag, tag_all, task_id = evaluate(method, scenario.tasks[: task.id + 1], test_batches,
                                               cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar)
+        val_results = validation.after_task(method, task, device)  # val_* entries: what a search selects on
         if not checkpoints.is_global_zero():
             continue  # under DDP rank zero reports and checkpoints
         results.add(task.id, taw, tag, tag_all, task_id)
-        summary = report.write_all(run_dir, results, {**_meta(cfg, scenario), **method.extra_results()})
+        summary = report.write_all(run_dir, results, {**_meta(cfg, scenario), **method.extra_results(), **val_results})
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:
             report.wandb_task(wandb_logger, summary, task.id)
@@ -283,4 +286,4 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"\nerror: {cause}\n", file=sys.stderr)
         sys.exit(2)
-    return summary.get("final_avg_acc_tag")
+    return search.objective(cfg, summary)  # what a sweeper maximises: computed on validation data
