@@ -113,3 +113,44 @@ def test_every_search_space_composes():
             from omegaconf import OmegaConf
 
             assert OmegaConf.select(cfg, key) is not None, f"{path.name}: {key} is not a config key"
+
+
+def test_study_summary_and_wandb_study_run(tmp_path, monkeypatch):
+    """The summary table and plots from hand-made trials; the W&B `study` run in the sweep's group."""
+    from omegaconf import OmegaConf
+
+    from lifelong.study import best, log_study_to_wandb, plot, summary_markdown
+
+    trials = [{"number": 0, "state": "COMPLETE", "value": 0.5, "params": {"optimizer.lr": 0.01, "method.lamb": 1.0}},
+              {"number": 1, "state": "COMPLETE", "value": 0.7, "params": {"optimizer.lr": 0.1, "method.lamb": 5.0}},
+              {"number": 2, "state": "RUNNING", "value": None, "params": {"optimizer.lr": 0.3, "method.lamb": 9.0}},
+              {"number": 3, "state": "COMPLETE", "value": 0.6, "params": {"optimizer.lr": 0.2, "method.lamb": 2.0}}]
+    assert best(trials)["number"] == 1
+    text = summary_markdown(trials)
+    assert "4 trials, 3 complete" in text and "Best: trial 1, objective 70.00 %" in text
+    assert "| 3 | COMPLETE | 60.00 | 70.00 | 2 | 0.2 |" in text  # best so far stays at trial 1's value
+    names = sorted(p.name for p in plot(trials, tmp_path / "plots"))
+    assert names == ["study_method.lamb.png", "study_optimizer.lr.png", "study_value.png"]
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    sweep = tmp_path / "multirun" / "2026-01-31" / "12-00-00_42"
+    sweep.mkdir(parents=True)
+    cfg = OmegaConf.create({"logger": {"wandb": {"project": "lifelong", "entity": None, "group": None, "mode": "auto"}}})
+    import wandb
+
+    seen = {}
+    real_init = wandb.init
+    monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(kw) or real_init(**kw))
+    log_study_to_wandb(cfg, sweep, trials)
+    assert seen["group"] == "multirun/2026-01-31/12-00-00_42" and seen["job_type"] == "study"
+    assert list((sweep / "wandb").glob("offline-run-*"))
+
+
+def test_a_study_composes_with_the_slurm_launcher():
+    from tests.conftest import compose_config
+
+    cfg = compose_config(Path("/tmp"), "hparams_search=lwf_optuna", "hydra/launcher=slurm", "hydra.sweeper.n_jobs=4")
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.sweeper.n_jobs == 4
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.storage.startswith("sqlite:///")
