@@ -105,7 +105,9 @@ def main(cfg: DictConfig) -> float | None:
             raise
         same = resume_dir is not None and resume_dir.resolve() == attempt_dir.resolve()
         _fail(message, run_dir, attempt_dir if fresh and not same else None)
-    return summary.get("final_avg_acc_tag")
+    from lifelong import search
+
+    return search.objective(cfg, summary)  # what a sweeper maximises: computed on validation data
 
 
 def _remove_attempt(path: Path) -> None:

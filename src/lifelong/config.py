@@ -68,5 +68,8 @@ def check(cfg: DictConfig) -> None:
     threads = cfg.get("torch_threads")
     if threads not in (None, "auto") and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"torch_threads={threads!r} must be a positive integer, auto (one per core) or null")
+    from lifelong import search
+
+    search.check(cfg)
     if cfg.get("resume") and not os.path.isdir(str(cfg.resume)):
         raise ConfigError(f"resume={cfg.resume} is not a run directory")

@@ -246,5 +246,5 @@ def wandb_final(wandb_logger, summary: dict, plots: dict[str, Path]) -> None:
         payload[f"plots/{name}"] = wandb.Image(str(path))
     run.log(payload)
     for key, value in summary.items():
-        if key.startswith(("final_", "avg_inc_", "bwt_")) and value is not None:
+        if key.startswith(("final_", "avg_inc_", "bwt_", "val_final_", "val_avg_inc_")) and value is not None:
             run.summary[key] = value

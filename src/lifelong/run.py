@@ -22,6 +22,7 @@ from lifelong import interrupt
 from lifelong import progress
 from lifelong import report
 from lifelong import resume as checkpoints
+from lifelong import search
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
 from lifelong.methods.base import PhaseModes
@@ -143,6 +144,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     results = Results(len(scenario)) if state is None else Results.from_dict(state["results"])
     step_offset = 0 if state is None else state["step_offset"]
     tasks_done = 0 if state is None else state["tasks_done"]
+    validation = search.Validation(cfg, scenario, None if state is None else state["results"])
     log.info("run dir: %s", run_dir)
     log.info("class order: %s", scenario.class_order)
     log.info("tasks: %d, classes per task: %s", len(scenario), scenario.task_sizes)
@@ -216,11 +218,12 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         taw, tag, tag_all, task_id = evaluate(method, scenario.tasks[: task.id + 1], test_batches,
                                               cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar,
                                               variants=variants)
+        val_results = validation.after_task(method, task, device)  # val_* entries: what a search selects on
         if not checkpoints.is_global_zero():
             continue  # under DDP rank zero reports and checkpoints
         results.add(task.id, taw, tag, tag_all, task_id)
         results.add_variants(task.id, variants)
-        summary = report.summarize(results, {**_meta(cfg, scenario), **method.extra_results()})
+        summary = report.summarize(results, {**_meta(cfg, scenario), **method.extra_results(), **val_results})
         summary["title"] = _title(cfg, scenario, run_dir)
         with interrupt.deferred():  # the checkpoint first, then the results it covers: never the reverse
             checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
