@@ -104,6 +104,20 @@ def load_mnist(root: Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
     )
 
 
+def load_svhn(root: Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
+    """SVHN cropped digits (Netzer et al., 2011) through torchvision: 73,257 train / 26,032 test, 32x32
+    RGB, labels 0-9 (torchvision maps the files' label 10 to 0); the `extra` split is not used."""
+    from torchvision import datasets
+
+    try:
+        splits = [datasets.SVHN(str(root), split=split, download=download) for split in ("train", "test")]
+    except Exception as error:  # torchvision raises RuntimeError or URLError: both mean "no files"
+        raise _missing("SVHN", root, "train_32x32.mat", "http://ufldl.stanford.edu/housenumbers/ "
+                       "(train_32x32.mat and test_32x32.mat)", error) from error
+    names = [str(c) for c in range(10)]
+    return tuple(ImageSet(torch.as_tensor(s.data).contiguous(), torch.as_tensor(s.labels), names) for s in splits)
+
+
 # `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) puts the four idx .gz files here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -198,6 +212,7 @@ DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
     "cifar10": load_cifar10,
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,
+    "svhn": load_svhn,
     "digits": load_digits,
 }
 

@@ -1,5 +1,5 @@
-"""Fashion-MNIST: the idx loader on tiny .gz files in the real format, where it looks, the error
-without files, and one real end-to-end run on Debian's copy (`apt-get install dataset-fashion-mnist`)."""
+"""Fashion-MNIST and SVHN: the loaders on tiny files in the real formats, where Fashion-MNIST is looked for,
+the error without files, and one real end-to-end run on Debian's copy (`apt-get install dataset-fashion-mnist`)."""
 import gzip
 import struct
 
@@ -82,3 +82,23 @@ def test_real_fashion_mnist_end_to_end(run, tmp_path):
     assert min(summary["acc_taw"][u][u] for u in range(5)) > 0.8
     # ... and fine-tuning forgets them without a task id: the class-incremental signature.
     assert summary["acc_tag"][4][0] < 0.2 < summary["acc_tag"][0][0]
+
+
+def test_svhn_loader_reads_the_mat_files(tmp_path, monkeypatch):
+    """torchvision's SVHN on tiny train/test_32x32.mat files (X: [32, 32, 3, N], y: 1..10 with 10 for 0)."""
+    import scipy.io
+    import torchvision.datasets.svhn as svhn
+
+    monkeypatch.setattr(svhn, "check_integrity", lambda path, md5=None: __import__("os").path.isfile(path))
+    rng = np.random.default_rng(0)
+    written = {}
+    for split, n in (("train", 7), ("test", 3)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)
+        scipy.io.savemat(tmp_path / f"{split}_32x32.mat", {"X": x, "y": y})
+        written[split] = x, y
+    train, test = load_dataset("svhn", tmp_path, download=False)
+    assert train.x.shape == (7, 3, 32, 32) and train.x.dtype == torch.uint8 and len(test) == 3
+    x, y = written["test"]
+    assert test.y.tolist() == [int(v) % 10 for v in y[:, 0]]
+    assert torch.equal(test.x[1], torch.from_numpy(x[..., 1]).permute(2, 0, 1))  # channels first, same pixels
