@@ -6,6 +6,9 @@ After training task t, for each seen task u <= t, on u's test set:
   forg_*[t][u]   max_{t' in [u, t-1]} acc[t'][u] - acc[t][u], for u < t
   avg_acc_*[t]   mean over u <= t;  avg_forg_*[t]: mean over u < t (t >= 1)
   acc_tag_all[t] accuracy over the pooled test samples of every seen class
+In a domain-incremental scenario (`task.label_space = C`: every task's block of ids names the same C
+classes) acc_tag and acc_tag_all score the class the prediction names, `id mod C`, whichever task's
+block it falls in; acc_task_id still counts predictions in task u's own block.
 Summary: final averages, average incremental accuracy (mean over t of avg_acc_*[t]) and backward
 transfer (mean over u < t of acc[t][u] - acc[u][u], at the last trained task t).
 Accuracies are fractions in [0, 1]; entries that are not defined are None (null in JSON).
@@ -133,8 +136,10 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
                 break
             acc_taw.update(method.task_aware_logits(x, task.id).argmax(1), y - task.offset)
             pred = method.task_agnostic_logits(x).argmax(1)
-            acc_tag.update(pred, y)
-            pooled.update(pred, y)
+            space = task.label_space  # domain-incremental: the class a block id names is id mod C
+            named, truth = (pred, y) if space is None else (pred % space, y % space)
+            acc_tag.update(named, truth)
+            pooled.update(named, truth)
             acc_tid.update(torch.bucketize(pred, offsets[1:], right=True), torch.full_like(y, task.id))
         taw.append(acc_taw.compute().item())
         tag.append(acc_tag.compute().item())

@@ -38,6 +38,7 @@ def build(cfg: DictConfig):
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     method = instantiate(cfg.method, backbone=backbone, optimizer=instantiate(cfg.optimizer),
                          scheduler=scheduler, epochs=cfg.epochs, _convert_="object")
+    method.check_scenario(scenario)
     return scenario, method
 
 

@@ -45,6 +45,9 @@ class Task:
     test: ImageSet
     augment: BatchAugment | None = None
     name: str = ""
+    # Domain-incremental scenarios (`lifelong.data.domains`): every task's block names the same C classes
+    # (block id mod C); None in class-incremental scenarios, where every block holds classes of its own.
+    label_space: int | None = None
 
     @property
     def n_classes(self) -> int:
@@ -76,6 +79,10 @@ class Scenario:
     @property
     def n_classes(self) -> int:
         return sum(self.task_sizes)
+
+    @property
+    def domain_incremental(self) -> bool:
+        return any(t.label_space is not None for t in self.tasks)
 
 
 def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:

@@ -101,6 +101,9 @@ class ContinualMethod(L.LightningModule):
     """
 
     keeps_old_model: bool = False  # set by methods that need a frozen copy of the previous model
+    # Methods built on every task bringing new classes (old-vs-new class balancing, synthetic images of
+    # old classes) set this; `check_scenario` then refuses domain-incremental scenarios.
+    class_incremental_only: bool = False
     validate_task_aware: bool = False  # validation accuracy on the current task's head (val/acc_taw)
 
     def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
@@ -116,6 +119,15 @@ class ContinualMethod(L.LightningModule):
         self.phase: Phase | None = None
 
     # ----------------------------------------------------------------------------- task hooks
+    def check_scenario(self, scenario) -> None:
+        """Called once by the runner before any training: refuse a scenario this method cannot learn."""
+        if self.class_incremental_only and scenario.domain_incremental:
+            raise ConfigError(
+                f"method={type(self).__name__} assumes every task brings new classes (disjoint class blocks), "
+                f"but scenario=domain_incremental repeats the same classes each task; use scenario=class_incremental "
+                f"or a method that handles shared label spaces (finetune, joint, lwf, ewc, mind, ...)"
+            )
+
     def begin_task(self, task: Task) -> None:
         """Called before training on `task`: by default adds the task's head."""
         self.task = task
