@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from lifelong.data.datasets import ImageSet, load_dataset
-from lifelong.data.scenario import Scenario, Task, _split_val
-from lifelong.data.transforms import BatchAugment
+from lifelong.data.scenario import Scenario, Task, _split_val, with_dataset_augment
 from lifelong.errors import ConfigError
 
 DOMAINS = ("permuted", "rotated")
@@ -86,9 +85,4 @@ def domain_incremental(dataset, data_root: str, seed: int, n_tasks: int, domain:
     train, test = load_dataset(dataset["name"], data_root, download=dataset.get("download", True))
     scenario = build_domain_scenario(train, test, domain, n_tasks, seed, max_angle, val_fraction, permutation_seed,
                                      n_classes=dataset["n_classes"])
-    augment = BatchAugment(dataset["mean"], dataset["std"], dataset.get("crop_padding", 0), dataset.get("flip", False),
-                           dataset.get("brightness", 0.0), dataset.get("contrast", 0.0))
-    for task in scenario.tasks:
-        task.augment = augment
-        task.name = f"{dataset['name']}-{domain}-{task.id}"
-    return scenario
+    return with_dataset_augment(scenario, dataset, f"{dataset['name']}-{domain}")
