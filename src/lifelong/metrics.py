@@ -136,7 +136,7 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
                 break
             acc_taw.update(method.task_aware_logits(x, task.id).argmax(1), y - task.offset)
             pred = method.task_agnostic_logits(x).argmax(1)
-            space = task.label_space  # domain-incremental: the class a block id names is id mod C
+            space = getattr(task, "label_space", None)  # domain-incremental: a block id names class id mod C
             named, truth = (pred, y) if space is None else (pred % space, y % space)
             acc_tag.update(named, truth)
             pooled.update(named, truth)

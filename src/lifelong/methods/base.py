@@ -121,7 +121,7 @@ class ContinualMethod(L.LightningModule):
     # ----------------------------------------------------------------------------- task hooks
     def check_scenario(self, scenario) -> None:
         """Called once by the runner before any training: refuse a scenario this method cannot learn."""
-        if self.class_incremental_only and scenario.domain_incremental:
+        if self.class_incremental_only and getattr(scenario, "domain_incremental", False):
             raise ConfigError(
                 f"method={type(self).__name__} assumes every task brings new classes (disjoint class blocks), "
                 f"but scenario=domain_incremental repeats the same classes each task; use scenario=class_incremental "
