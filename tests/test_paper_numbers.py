@@ -74,3 +74,11 @@ def test_script_writes_the_curves_figure_next_to_the_table(tmp_path):
 
 def test_no_figure_without_a_finished_seed(tmp_path):
     assert plot_curves([], tmp_path / "x.png") is None and not (tmp_path / "x.png").exists()
+
+
+def test_figure_labels_drop_shared_overrides_and_name_the_method_first():
+    from lifelong.aggregate import Row, short_labels
+
+    rows = [Row("experiment=b method=lwf"),
+            Row("experiment=b method.synthesis_batch_size=32 method.synthesis_iters=200 method=abd")]
+    assert short_labels(rows) == ["method=lwf", "method=abd (+2 overrides)"]

@@ -231,7 +231,14 @@ def short_labels(rows: list[Row]) -> list[str]:
     """Each configuration without the overrides every row shares (legends stay readable)."""
     parts = [row.config.split(" ") for row in rows]
     shared = set.intersection(*(set(p) for p in parts)) if len(parts) > 1 else set()
-    return [" ".join(o for o in p if o not in shared) or row.config for p, row in zip(parts, rows)]
+    labels = []
+    for part, row in zip(parts, rows):
+        own = sorted((o for o in part if o not in shared), key=lambda o: not o.startswith("method="))
+        label = " ".join(own) or row.config
+        if len(label) > 40 and len(own) > 1:  # e.g. a method's CPU-sized loop overrides: name it, count the rest
+            label = f"{own[0]} (+{len(own) - 1} overrides)"
+        labels.append(label)
+    return labels
 
 
 def plot_curves(rows: list[Row], path: Path) -> Path | None:
