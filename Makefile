@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install test test-fast quickstart bench clean
+.PHONY: help install fashion-mnist test test-fast quickstart bench fmnist-benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,7 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install lifelong with everything it needs
 
-test: $(STAMP)  ## the whole test suite (installs first when needed)
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+fashion-mnist:  ## real Fashion-MNIST, offline: Debian's dataset-fashion-mnist (apt-get, as root) when missing
+	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing dataset-fashion-mnist (apt-get)..."; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+		|| echo "apt-get could not install dataset-fashion-mnist: its end-to-end test is skipped"; \
+	fi
+
+test: $(STAMP) fashion-mnist  ## the whole test suite (installs first when needed)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end runs
@@ -27,6 +37,9 @@ quickstart: $(STAMP)  ## LwF on split digits, offline, on CPU
 
 bench: $(STAMP)  ## training and evaluation throughput
 	$(PY) scripts/benchmark.py
+
+fmnist-benchmark: $(STAMP) fashion-mnist  ## the README's Fashion-MNIST table: methods x 3 seeds, aggregated
+	PYTHON=$(PY) scripts/fmnist_benchmark.sh
 
 clean:  ## remove run directories and caches
 	rm -rf outputs multirun .pytest_cache

@@ -1,7 +1,10 @@
 """Mean ± std over seeds of a sweep: `python scripts/aggregate.py outputs/multirun/<date>/<time>`.
 
-Prints a markdown table (one row per configuration: final ACC_TAW, ACC_TAG and forgetting) and
-writes it as `aggregate.md` and `aggregate.csv` into the sweep directory (or `--out`). Missing
+Prints a markdown table (one row per configuration: final ACC_TAW, ACC_TAG and forgetting; and,
+where the experiment file records the paper's numbers, ours beside the paper's with the difference)
+and writes it as `aggregate.md` and `aggregate.csv` into the sweep directory (or `--out`), with
+`aggregate_curves.png`: average TAG accuracy after each task, one line per configuration, a band of
+± one std over seeds. Missing
 seeds and unfinished runs are reported, never dropped silently; see `lifelong.aggregate`.
 """
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lifelong.aggregate import aggregate, to_csv, to_markdown, write_atomic
+from lifelong.aggregate import aggregate, plot_curves, to_csv, to_markdown, write_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     markdown = to_markdown(rows)
     write_atomic(out / "aggregate.md", markdown)
     write_atomic(out / "aggregate.csv", to_csv(rows))
+    figure = plot_curves(rows, out / "aggregate_curves.png")
     print(markdown)
-    print(f"written: {out / 'aggregate.md'}, {out / 'aggregate.csv'}")
+    print(f"written: {out / 'aggregate.md'}, {out / 'aggregate.csv'}" + (f", {figure}" if figure else ""))
     return 0
 
 

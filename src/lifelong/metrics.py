@@ -6,6 +6,9 @@ After training task t, for each seen task u <= t, on u's test set:
   forg_*[t][u]   max_{t' in [u, t-1]} acc[t'][u] - acc[t][u], for u < t
   avg_acc_*[t]   mean over u <= t;  avg_forg_*[t]: mean over u < t (t >= 1)
   acc_tag_all[t] accuracy over the pooled test samples of every seen class
+In a domain-incremental scenario (`task.label_space = C`: every task's block of ids names the same C
+classes) acc_tag and acc_tag_all score the class the prediction names, `id mod C`, whichever task's
+block it falls in; acc_task_id still counts predictions in task u's own block.
 Summary: final averages, average incremental accuracy (mean over t of avg_acc_*[t]) and backward
 transfer (mean over u < t of acc[t][u] - acc[u][u], at the last trained task t).
 Accuracies are fractions in [0, 1]; entries that are not defined are None (null in JSON).
@@ -149,11 +152,15 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
                 break
             acc_taw.update(method.task_aware_logits(x, task.id).argmax(1), y - task.offset)
             scores, others = method.task_agnostic_variants(x)
+            space = getattr(task, "label_space", None)  # domain-incremental: a block id names class id mod C
+            truth = y if space is None else y % space
             for name, other in others.items():
-                acc_variants.setdefault(name, accuracy(n_seen)).update(other.argmax(1), y)
+                other_pred = other.argmax(1) if space is None else other.argmax(1) % space
+                acc_variants.setdefault(name, accuracy(n_seen)).update(other_pred, truth)
             pred = scores.argmax(1)
-            acc_tag.update(pred, y)
-            pooled.update(pred, y)
+            named = pred if space is None else pred % space
+            acc_tag.update(named, truth)
+            pooled.update(named, truth)
             acc_tid.update(torch.bucketize(pred, offsets[1:], right=True), torch.full_like(y, task.id))
         taw.append(acc_taw.compute().item())
         tag.append(acc_tag.compute().item())

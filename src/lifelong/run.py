@@ -52,6 +52,7 @@ def build(cfg: DictConfig):
     method = instantiate(cfg.method, backbone=backbone, optimizer=instantiate(cfg.optimizer),
                          scheduler=scheduler, epochs=cfg.epochs, _convert_="object")
     method.loop_limit = cfg.get("loop_limit")  # debug=smoke: every loop of the method runs once
+    method.check_scenario(scenario)
     return scenario, method
 
 

@@ -6,9 +6,12 @@ on whole batches on the device (`lifelong.data.transforms`), so nothing here is 
 
 The real files are read by torchvision's dataset classes (CIFAR-10/100, MNIST), which download
 them when the network allows; scikit-learn's bundled handwritten digits need no download at all.
+Fashion-MNIST's idx files are read directly wherever they are (data_root or Debian's package
+`dataset-fashion-mnist`), since copies from elsewhere do not carry torchvision's MD5s.
 """
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -101,6 +104,87 @@ def load_mnist(root: Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
     )
 
 
+def load_svhn(root: Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
+    """SVHN cropped digits (Netzer et al., 2011) through torchvision: 73,257 train / 26,032 test, 32x32
+    RGB, labels 0-9 (torchvision maps the files' label 10 to 0); the `extra` split is not used."""
+    from torchvision import datasets
+
+    try:
+        splits = [datasets.SVHN(str(root), split=split, download=download) for split in ("train", "test")]
+    except Exception as error:  # torchvision raises RuntimeError or URLError: both mean "no files"
+        raise _missing("SVHN", root, "train_32x32.mat", "http://ufldl.stanford.edu/housenumbers/ "
+                       "(train_32x32.mat and test_32x32.mat)", error) from error
+    names = [str(c) for c in range(10)]
+    return tuple(ImageSet(torch.as_tensor(s.data).contiguous(), torch.as_tensor(s.labels), names) for s in splits)
+
+
+# `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) puts the four idx .gz files here.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                       "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One idx file (plain or .gz): a big-endian header (0, 0, dtype 0x08 = uint8, n dims, sizes), then data."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an idx file of uint8 values")
+    n_dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims))
+    values = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * n_dims)  # writable
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {values.size} values but its header says {shape}")
+    return values.reshape(shape)
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def fashion_mnist_folders(root: Path) -> list[Path]:
+    """Where the idx files are looked for, in order: torchvision's layout and a `fashion-mnist/`
+    folder under `root` (not `root` itself: MNIST's files have the same names), then Debian's."""
+    return [root / "FashionMNIST" / "raw", root / "fashion-mnist", DEBIAN_FASHION_MNIST]
+
+
+def load_fashion_mnist(root: Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
+    """Fashion-MNIST (Xiao et al., 2017): 60,000 + 10,000 grayscale 28x28 images, 10 classes.
+
+    The idx files are read from the first folder of `fashion_mnist_folders(root)` that holds all
+    four; without one, torchvision's `FashionMNIST` downloads them into `root` (MD5-checked) when
+    `download` is on.
+    """
+    for folder in fashion_mnist_folders(root):
+        files = {split: [_idx_file(folder, stem) for stem in stems] for split, stems in FASHION_MNIST_FILES.items()}
+        if all(f is not None for pair in files.values() for f in pair):
+            return tuple(
+                ImageSet(_hwc_to_chw(read_idx(images)), torch.as_tensor(read_idx(labels).astype(np.int64)),
+                         list(FASHION_MNIST_CLASSES))
+                for images, labels in files.values()
+            )
+    from torchvision import datasets
+
+    try:
+        if not download:
+            raise FileNotFoundError("download=false")
+        splits = [datasets.FashionMNIST(str(root), train=train, download=True) for train in (True, False)]
+    except Exception as error:
+        raise DatasetNotFound(
+            f"Fashion-MNIST is not in {root} nor in {DEBIAN_FASHION_MNIST} and could not be downloaded "
+            f"({type(error).__name__}: {error}). Either install Debian's copy (`apt-get install dataset-fashion-mnist`, "
+            f"found in {DEBIAN_FASHION_MNIST} automatically), or download it: with network access, "
+            f"`python train.py dataset=fashion_mnist` fetches it into {root / 'FashionMNIST' / 'raw'}; offline, put "
+            f"the four *-ubyte.gz files of https://github.com/zalandoresearch/fashion-mnist there, or point "
+            f"`paths.data_root=<dir>` (or LIFELONG_DATA) at a folder that holds them."
+        ) from error
+    return tuple(ImageSet(s.data.unsqueeze(1).to(torch.uint8), s.targets.clone(), list(s.classes)) for s in splits)
+
+
 def load_digits(root: Path | None = None, download: bool = False, test_fraction: float = 0.3):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images), split once with a fixed seed.
 
@@ -127,6 +211,8 @@ DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
     "cifar100": load_cifar,
     "cifar10": load_cifar10,
     "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "svhn": load_svhn,
     "digits": load_digits,
 }
 

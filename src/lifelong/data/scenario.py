@@ -45,6 +45,9 @@ class Task:
     test: ImageSet
     augment: BatchAugment | None = None
     name: str = ""
+    # Domain-incremental scenarios (`lifelong.data.domains`): every task's block names the same C classes
+    # (block id mod C); None in class-incremental scenarios, where every block holds classes of its own.
+    label_space: int | None = None
 
     @property
     def n_classes(self) -> int:
@@ -76,6 +79,10 @@ class Scenario:
     @property
     def n_classes(self) -> int:
         return sum(self.task_sizes)
+
+    @property
+    def domain_incremental(self) -> bool:
+        return any(t.label_space is not None for t in self.tasks)
 
 
 def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:
@@ -197,9 +204,14 @@ def class_incremental(dataset, data_root: str, seed: int, n_tasks: int, nc_first
         class_order = list(class_order)
     scenario = build_scenario(train, test, n_tasks, nc_first_task, class_order, val_fraction, seed,
                               n_classes=dataset["n_classes"])
+    return with_dataset_augment(scenario, dataset, dataset["name"])
+
+
+def with_dataset_augment(scenario: Scenario, dataset, name: str) -> Scenario:
+    """Every task gets the dataset config's batch augmentation and the name `<name>-<task id>`."""
     augment = BatchAugment(dataset["mean"], dataset["std"], dataset.get("crop_padding", 0), dataset.get("flip", False),
                            dataset.get("brightness", 0.0), dataset.get("contrast", 0.0))
     for task in scenario.tasks:
         task.augment = augment
-        task.name = f"{dataset['name']}-{task.id}"
+        task.name = f"{name}-{task.id}"
     return scenario

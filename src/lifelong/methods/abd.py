@@ -61,6 +61,7 @@ def class_balance_weights(y: torch.Tensor, n_old: int, n_seen: int) -> torch.Ten
 
 class ABD(ContinualMethod):
     keeps_old_model = True
+    class_incremental_only = True  # old-vs-new class balancing and synthetic images of old classes
 
     def __init__(self, backbone: nn.Module, optimizer, scheduler=None, epochs: int = 1, ce_scope: str = "current", *,
                  mu: float = 0.1, class_balance: bool = True, balance_local_ce: bool = True,

@@ -136,6 +136,9 @@ class ContinualMethod(L.LightningModule):
     # The runner caps each phase's epochs with it; a method's own loops (autoencoder epochs, generator
     # iterations, bias-layer epochs, prototype passes) take their length through `loop_length(n)`.
     loop_limit: int | None = None
+    # Methods built on every task bringing new classes (old-vs-new class balancing, synthetic images of
+    # old classes) set this; `check_scenario` then refuses domain-incremental scenarios.
+    class_incremental_only: bool = False
     validate_task_aware: bool = False  # validation accuracy on the current task's head (val/acc_taw)
 
     def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
@@ -151,6 +154,15 @@ class ContinualMethod(L.LightningModule):
         self.phase: Phase | None = None
 
     # ----------------------------------------------------------------------------- task hooks
+    def check_scenario(self, scenario) -> None:
+        """Called once by the runner before any training: refuse a scenario this method cannot learn."""
+        if self.class_incremental_only and getattr(scenario, "domain_incremental", False):
+            raise ConfigError(
+                f"method={type(self).__name__} assumes every task brings new classes (disjoint class blocks), "
+                f"but scenario=domain_incremental repeats the same classes each task; use scenario=class_incremental "
+                f"or a method that handles shared label spaces (finetune, joint, lwf, ewc, mind, ...)"
+            )
+
     def begin_task(self, task: Task) -> None:
         """Called before training on `task`: by default adds the task's head."""
         self.task = task

@@ -32,6 +32,7 @@ from lifelong.methods.base import ContinualMethod, Phase
 
 class DeepInversion(ContinualMethod):
     keeps_old_model = True
+    class_incremental_only = True  # old-vs-new class balancing and synthetic images of old classes
 
     def __init__(self, backbone: nn.Module, optimizer, scheduler=None, epochs: int = 1, ce_scope: str = "seen", *,
                  mu: float = 1.0, T: float = 2.0, synthetic_batch_size: int | None = None, **synthesis):

@@ -21,6 +21,7 @@ from lifelong.methods.base import ContinualMethod
 
 class LwFMC(ContinualMethod):
     keeps_old_model = True
+    class_incremental_only = True  # sigmoid targets: old classes from the frozen model, new ones one-hot
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.net(x)  # every seen class, as the official `forward` slices to valid_out_dim

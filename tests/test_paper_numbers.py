@@ -1,0 +1,84 @@
+"""Paper numbers beside ours: the `paper:` block of experiment files, matched by method and setting,
+printed by scripts/aggregate.py with the difference, and the accuracy-per-task figure of a sweep."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import compose_config
+from lifelong.aggregate import aggregate, paper_entry, plot_curves, to_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run(run_dir: Path, cfg, overrides: list[str], acc_tag_all: list[float], avg_acc_tag: list[float]) -> None:
+    """A run directory as Hydra and the runner leave it: .hydra/{config,hydra,overrides}.yaml, results.json."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    config = OmegaConf.to_container(cfg, resolve=False)
+    hydra = config.pop("hydra")
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    n = len(acc_tag_all)
+    (run_dir / "results.json").write_text(json.dumps({
+        "n_tasks": n, "tasks_done": n, "final_avg_acc_taw": 0.9, "final_avg_acc_tag": avg_acc_tag[-1],
+        "final_avg_forg_taw": 0.0, "final_avg_forg_tag": 0.1, "acc_tag_all": acc_tag_all, "avg_acc_tag": avg_acc_tag,
+    }))
+
+
+def abd_sweep(tmp_path: Path) -> Path:
+    sweep = tmp_path / "sweep"
+    for num, (method, seed, final) in enumerate([("abd", 0, 0.42), ("abd", 1, 0.44), ("lwf", 0, 0.18)]):
+        overrides = ["experiment=abd_cifar100", f"method={method}", "scenario.n_tasks=10", f"seed={seed}"]
+        cfg = compose_config(tmp_path / "unused", *overrides)
+        write_run(sweep / f"{num}_{method}", cfg, overrides, [0.8, 0.6, final], [0.8, 0.65, final + 0.05])
+    return sweep
+
+
+def test_the_abd_experiment_records_its_readme_table_by_method_and_setting(tmp_path):
+    sweep = abd_sweep(tmp_path)
+    abd = paper_entry(sweep / "0_abd")
+    assert (abd["mean"], abd["std"], abd["metric"]) == (33.7, 1.2, "acc_tag_all")  # 10 tasks, not 5 or 20
+    assert paper_entry(sweep / "2_lwf")["mean"] == 9.2
+    other = compose_config(tmp_path / "unused", "experiment=abd_cifar100", "method=ewc")
+    write_run(tmp_path / "ewc", other, ["experiment=abd_cifar100", "method=ewc"], [0.5], [0.5])
+    assert paper_entry(tmp_path / "ewc") is None  # the paper has no EWC row
+
+
+def test_aggregate_prints_ours_beside_the_paper_with_the_difference(tmp_path):
+    rows = {row.config: row for row in aggregate(abd_sweep(tmp_path))}
+    abd = rows["experiment=abd_cifar100 method=abd scenario.n_tasks=10"]
+    mean, std = abd.stat("paper_metric")
+    assert math.isclose(mean, 0.43) and math.isclose(std, math.sqrt(2) * 0.01)
+    text = to_markdown(list(rows.values()))
+    line = next(l for l in text.splitlines() if l.startswith("| experiment=abd_cifar100 method=abd") and "33.70" in l)
+    assert "43.00 ± 1.41" in line and "+9.30" in line and "acc_tag_all" in line
+    assert "| 9.20 ± 0.00 | +8.80 |" in text  # lwf: 18.0 measured against LwF's 9.2
+
+
+def test_script_writes_the_curves_figure_next_to_the_table(tmp_path):
+    sweep = abd_sweep(tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(sweep)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert (sweep / "aggregate_curves.png").stat().st_size > 1000
+    assert "ours − paper" in (sweep / "aggregate.md").read_text()
+    assert "paper_mean" in (sweep / "aggregate.csv").read_text().splitlines()[0]
+
+
+def test_no_figure_without_a_finished_seed(tmp_path):
+    assert plot_curves([], tmp_path / "x.png") is None and not (tmp_path / "x.png").exists()
+
+
+def test_figure_labels_drop_shared_overrides_and_name_the_method_first():
+    from lifelong.aggregate import Row, short_labels
+
+    rows = [Row("experiment=b method=lwf"),
+            Row("experiment=b method.synthesis_batch_size=32 method.synthesis_iters=200 method=abd")]
+    assert short_labels(rows) == ["method=lwf", "method=abd (+2 overrides)"]
