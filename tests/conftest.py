@@ -19,6 +19,19 @@ TINY = [
     "trainer.limit_train_batches=4", "logger=none", "trainer.enable_progress_bar=false",
 ]
 
+# What a method needs to run at all on TINY digits (the mode audit and the DDP test run every method);
+# everything else is the method's own defaults.
+NEEDS = {
+    "abd": ["backbone=convnet", "method.synthesis_iters=2", "method.synthesis_batch_size=8"],
+    "deepinversion": ["backbone=convnet", "method.synthesis_iters=2", "method.synthesis_batch_size=8"],
+    "clr": ["backbone=convnet", "method.random_backbone=true", "scenario.val_fraction=0.2"],
+    "linear": ["backbone=convnet", "method.random_backbone=true", "scenario.val_fraction=0.2"],
+    "feature_extraction": ["backbone=convnet", "method.random_backbone=true"],
+    "ebll": ["backbone=convnet", "method.ae_epochs=1", "method.warmup_epochs=1"],
+    "mind": ["backbone=convnet"],
+    "packnet": ["backbone=convnet"],
+}
+
 
 def compose_config(output_dir: Path, *overrides: str) -> DictConfig:
     """The config `python train.py <overrides>` would run with, writing into `output_dir`."""

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import NEEDS
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
@@ -47,7 +48,7 @@ def run_ddp(out: Path, specs: list[str], timeout: int = 500) -> str:
 def ddp_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "runs"
     specs = ["finetune=method=finetune", "ewc=method=ewc"]
-    specs += [f"{m}=method={m}" for m in METHODS if m not in ("finetune", "ewc")]
+    specs += [",".join([f"{m}=method={m}", *NEEDS.get(m, [])]) for m in METHODS if m not in ("finetune", "ewc")]
     log = run_ddp(out, specs)
     return out, log
 

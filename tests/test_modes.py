@@ -11,23 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import NEEDS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 
 AUDIT = ["+callbacks.modes._target_=lifelong.callbacks.ModeAudit", "scenario.n_tasks=2", "scenario.nc_first_task=5",
          "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "eval.limit_batches=1"]
-# What each method needs to run at all on tiny digits; everything else is the method's own defaults.
-NEEDS = {
-    "abd": ["backbone=convnet", "method.synthesis_iters=2", "method.synthesis_batch_size=8"],
-    "deepinversion": ["backbone=convnet", "method.synthesis_iters=2", "method.synthesis_batch_size=8"],
-    "clr": ["backbone=convnet", "method.random_backbone=true", "scenario.val_fraction=0.2"],
-    "linear": ["backbone=convnet", "method.random_backbone=true", "scenario.val_fraction=0.2"],
-    "feature_extraction": ["backbone=convnet", "method.random_backbone=true"],
-    "ebll": ["backbone=convnet", "method.ae_epochs=1", "method.warmup_epochs=1"],
-    "mind": ["backbone=convnet"],
-    "packnet": ["backbone=convnet"],
-}
 
 
 def audit(run, method: str, *overrides: str) -> dict[tuple[int, str], dict]:
