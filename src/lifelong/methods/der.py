@@ -1,0 +1,65 @@
+"""Dark Experience Replay (Buzzega et al., NeurIPS 2020), Mammoth `models/der.py`.
+
+    L = CE(h(f(x)), y) + alpha * || h(f(x')) - z' ||^2 ,   (x', z') ~ M
+
+M is a reservoir buffer of past inputs x' (raw, augmented when replayed) and the logits z' the model
+gave them when they were seen. The CE covers every seen class (Mammoth's single head over all
+classes). Here the network grows a head per task, so a stored z' has as many entries as classes
+were seen when it was stored; the squared error is the mean over those entries (Mammoth's
+`F.mse_loss` over its full-width output also pulls the not-yet-trained classes' logits).
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from lifelong.data.scenario import Task
+from lifelong.methods.base import ContinualMethod, Phase
+from lifelong.rehearsal import ExemplarBuffer, augment_raw, shuffled_batches
+
+
+def masked_mse(outputs: torch.Tensor, stored: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the stored entries only: entry (i, c) counts when c < widths[i]."""
+    width = min(outputs.shape[1], stored.shape[1])
+    columns = torch.arange(width, device=outputs.device)
+    mask = (columns[None, :] < widths[:, None]).float()
+    return ((outputs[:, :width] - stored[:, :width]) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+
+class DER(ContinualMethod):
+    def __init__(self, *args, alpha: float = 0.3, memory_size: int = 2000, batch_size: int = 32,
+                 buffer_batch_size: int | None = None, **kwargs):
+        kwargs["ce_scope"] = "seen"  # Mammoth: one head over every class
+        super().__init__(*args, **kwargs)
+        # Mammoth utils/best_args.py L901: seq-cifar100, buffer 2000 -> alpha 0.3 (also seq-cifar10, all buffers)
+        self.alpha = alpha
+        self.memory = ExemplarBuffer(memory_size, seed=0)  # Mammoth --buffer_size; 2000 as in FACIL's CIFAR-100 setting
+        self.batch_size = batch_size
+        # Mammoth main.py L436: --minibatch_size (buffer batch) is the batch size unless given
+        self.buffer_batch_size = buffer_batch_size or batch_size
+
+    def phases(self, task: Task) -> list[Phase]:
+        # Raw batches of the task only: the loss stores them un-augmented (Mammoth's not_aug_inputs).
+        return [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
+                      data=shuffled_batches(task.train, self.batch_size))]
+
+    def replay(self):
+        x, y, z, widths = self.memory.sample(self.buffer_batch_size)
+        return augment_raw(self.task, x), y, z, widths
+
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        raw = x
+        logits = self.net(augment_raw(self.task, x))
+        terms = {"ce": self.cross_entropy(logits, y)}
+        if len(self.memory):
+            bx, _, bz, widths = self.replay()
+            terms["der"] = self.alpha * masked_mse(self.net(bx), bz, widths)
+        terms.update(self.buffer_terms())
+        self.memory.reservoir_add(raw, y, logits.detach())  # after sampling, as Mammoth adds after the step
+        return terms
+
+    def buffer_terms(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def extra_results(self) -> dict:
+        return {"memory": self.memory.stats()}
