@@ -37,8 +37,10 @@ def build(cfg: DictConfig):
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone = instantiate(cfg.backbone)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    # memory=none is an empty group option; a memory is passed only when there is one.
+    memory = {"memory": instantiate(cfg.memory)} if cfg.get("memory") and cfg.memory.get("_target_") else {}
     method = instantiate(cfg.method, backbone=backbone, optimizer=instantiate(cfg.optimizer),
-                         scheduler=scheduler, epochs=cfg.epochs, _convert_="object")
+                         scheduler=scheduler, epochs=cfg.epochs, _convert_="object", **memory)
     return scenario, method
 
 
@@ -167,9 +169,10 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 **{"use_distributed_sampler": False, **OmegaConf.to_container(cfg.trainer, resolve=True)},
             )
             ckpt_path = checkpoints.usable_checkpoint(ckpt)
-            if isinstance(phase.data, str):
+            if not isinstance(phase.data, torch.utils.data.DataLoader):
                 ids = list(range(task.id + 1)) if phase.data == "seen" else [task.id]
                 data = task_data(ids, task_seed)
+                data.train = method.phase_data(phase, data.train if isinstance(phase.data, str) else phase.data)
                 data.rank, data.world_size = trainer.global_rank, trainer.world_size
                 if not phase.validate or len(data.val) == 0:
                     trainer.limit_val_batches = 0
