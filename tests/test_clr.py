@@ -57,7 +57,8 @@ def make_task(task_id: int, offset: int, n_classes: int, n: int = 24, size: int 
 
 def clr_method(backbone=None, **kwargs) -> CLR:
     backbone = backbone or randomise_batchnorm(convnet(3, (8, 16)))
-    return CLR(backbone, optimizer=partial(torch.optim.Adam, lr=0.05), epochs=1, patience=0, **kwargs)
+    return CLR(backbone, optimizer=partial(torch.optim.Adam, lr=0.05), epochs=1, patience=0, random_backbone=True,
+               **kwargs)
 
 
 def fit_task(method, task: Task, batches: int = 3) -> None:
@@ -160,7 +161,7 @@ def test_earlier_tasks_logits_are_bit_identical_after_later_tasks():
 
 
 def test_resnet50_parameter_accounting():
-    method = CLR(resnet50(weights=None), optimizer=torch.optim.Adam)
+    method = CLR(resnet50(weights=None), optimizer=torch.optim.Adam, random_backbone=True)
     method.begin_task(make_task(0, 0, 30))
     added = method.extra_results()["added_parameters"]
     row = added["per_task"][0]
@@ -168,7 +169,7 @@ def test_resnet50_parameter_accounting():
     assert row["batchnorm"] == 53_120 and row["head"] == 2048 * 30 + 30
     assert added["backbone"] == 23_508_032  # torchvision ResNet-50 without its ImageNet classifier
     assert row["percent_of_backbone"] == pytest.approx(100 * (34_560 + 53_120 + 61_470) / 23_508_032)
-    full = CLR(resnet50(weights=None), optimizer=torch.optim.Adam, insert="all")
+    full = CLR(resnet50(weights=None), optimizer=torch.optim.Adam, insert="all", random_backbone=True)
     full.begin_task(make_task(0, 0, 30))
     assert full.extra_results()["added_parameters"]["per_task"][0]["clr_kernels"] == 239_040  # every conv
 
@@ -192,6 +193,7 @@ def test_keep_best_restores_the_best_validation_epoch():
 
 def test_training_stops_early_on_validation_and_keeps_the_best_epoch():
     method = CLR(randomise_batchnorm(convnet(3, (8, 16))), optimizer=partial(torch.optim.SGD, lr=0.0), epochs=30,
+                 random_backbone=True,
                  patience=2, task_bn=False)  # nothing changes between epochs, not even BatchNorm statistics
     task = make_task(0, 0, 3)
     epochs = []
@@ -213,7 +215,8 @@ def test_resume_structure_recreates_every_task():
 
 def test_linear_probe_trains_heads_only():
     backbone = randomise_batchnorm(convnet(3, (8, 16)))
-    method = Linear(copy.deepcopy(backbone), optimizer=partial(torch.optim.Adam, lr=0.05), epochs=1)
+    method = Linear(copy.deepcopy(backbone), optimizer=partial(torch.optim.Adam, lr=0.05), epochs=1,
+                    random_backbone=True)
     tasks = [make_task(0, 0, 3), make_task(1, 3, 2)]
     fit_task(method, tasks[0])
     x = tasks[0].augment(tasks[0].test.x[:8])
@@ -244,6 +247,7 @@ def folders(tmp_path):
 @pytest.mark.parametrize("method", ["clr", "linear"])
 def test_end_to_end_on_a_tiny_dataset_sequence(run, folders, method):
     summary, out = run(*SEQUENCE, folders, f"method={method}", "backbone=resnet18", "backbone.small_input=false",
+                       "method.random_backbone=true",
                        tiny=False)
     results = json.loads((out / "results.json").read_text())
     assert summary["tasks_done"] == 2 and results["task_sizes"] == [3, 2]

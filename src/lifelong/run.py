@@ -23,6 +23,7 @@ from lifelong import resume as checkpoints
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.errors import ConfigError, DatasetNotFound
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
+from lifelong.methods.base import PhaseModes
 from lifelong.metrics import Results, evaluate
 
 log = logging.getLogger("lifelong")
@@ -36,8 +37,10 @@ def build(cfg: DictConfig):
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone = instantiate(cfg.backbone)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    # memory=none is an empty group option; a memory is passed only when there is one.
+    memory = {"memory": instantiate(cfg.memory)} if cfg.get("memory") and cfg.memory.get("_target_") else {}
     method = instantiate(cfg.method, backbone=backbone, optimizer=instantiate(cfg.optimizer),
-                         scheduler=scheduler, epochs=cfg.epochs, _convert_="object")
+                         scheduler=scheduler, epochs=cfg.epochs, _convert_="object", **memory)
     return scenario, method
 
 
@@ -161,14 +164,15 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             phase_index += 1
             trainer = L.Trainer(
                 max_epochs=phase.epochs, logger=loggers or False,
-                callbacks=[*phase.callbacks, checkpoints.EpochCheckpoint(ckpt)], plugins=_cluster_plugins(),
+                callbacks=[PhaseModes(), *phase.callbacks, checkpoints.EpochCheckpoint(ckpt), *extra_callbacks(cfg)], plugins=_cluster_plugins(),
                 enable_checkpointing=True, num_sanity_val_steps=0, default_root_dir=str(run_dir),
                 **{"use_distributed_sampler": False, **OmegaConf.to_container(cfg.trainer, resolve=True)},
             )
             ckpt_path = checkpoints.usable_checkpoint(ckpt)
-            if isinstance(phase.data, str):
+            if not isinstance(phase.data, torch.utils.data.DataLoader):
                 ids = list(range(task.id + 1)) if phase.data == "seen" else [task.id]
                 data = task_data(ids, task_seed)
+                data.train = method.phase_data(phase, data.train if isinstance(phase.data, str) else phase.data)
                 data.rank, data.world_size = trainer.global_rank, trainer.world_size
                 if not phase.validate or len(data.val) == 0:
                     trainer.limit_val_batches = 0
@@ -220,6 +224,11 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
              100 * summary["final_avg_acc_taw"], 100 * summary["final_avg_acc_tag"],
              _fmt(summary["final_avg_forg_taw"]), _fmt(summary["final_avg_forg_tag"]))
     return summary
+
+
+def extra_callbacks(cfg: DictConfig) -> list:
+    """`callbacks.<name>`: Lightning callbacks (Hydra `_target_` configs) added, fresh, to every fit."""
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
 def quiet_lightning() -> None:

@@ -24,8 +24,9 @@ How the four methods we own fit this interface, so that none of them needs the r
   optimizer and `parameters`), or a plain loop with a progress bar. In the next task's `loss_terms`
   a synthetic batch from the frozen generator joins the real one: local CE on real data, head-only
   CE on detached features of real + synthetic, importance-weighted feature distillation against
-  `old_net`. The generator and `old_net` are listed in `frozen_modules()`, so they stay in eval mode
-  however Lightning toggles `train()`, and their parameters never reach an optimizer.
+  `old_net`. The generator and `old_net` are listed in `frozen_modules()` of the training phase, so
+  they are in eval mode there and their parameters never reach its optimizer; in the synthesis phase
+  the generator is what trains, so it is in train mode (its BatchNorm normalises with batch statistics).
 - MIND (Bonato et al., AAAI 2024): `phases()` returns two phases, "teacher" (a fresh model of the
   same architecture, a submodule, trained from scratch on the task) and "distill" (the gated
   sub-network, CE + beta * symmetric KL to the teacher). `begin_task` allocates the task's share of
@@ -39,6 +40,13 @@ How the four methods we own fit this interface, so that none of them needs the r
   phase's `parameters`) and "train" (CE + LwF distillation + code loss against every old encoder);
   `end_task` trains the task's autoencoder on cached features of the frozen model and keeps its
   encoder (a submodule in a `ModuleList`).
+
+Train and eval modes are set in one place. Lightning 2.x does not call `train()` when a fit starts,
+and after each validation it puts every submodule back in the mode it had before. So the runner
+adds `PhaseModes` to every fit: at the start of training and of every epoch it calls
+`method.set_phase_modes()`, which puts the method in train mode and every module of
+`frozen_modules()` (for the current `self.phase`) in eval mode. A method only declares, per phase,
+what is frozen; work trained outside a fit (in `end_task`) sets its own modes.
 
 Defaults here follow FACIL (Masana et al., TPAMI 2022), whose `Inc_Learning_Appr` is the model.
 """
@@ -54,6 +62,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lifelong import distributed
+from lifelong.data.datamodule import concat
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
 from lifelong.models.net import IncrementalNet
@@ -65,8 +74,10 @@ CE_SCOPES = ("current", "seen")
 class Phase:
     """One Lightning fit inside a task, with its own epochs, optimizer and data.
 
-    `data` is "task" (the current task's training split), "seen" (every task so far, pooled) or a
-    ready `DataLoader` (e.g. noise batches for a generator; such batches are passed on untouched).
+    `data` is "task" (the current task's training split), "seen" (every task so far, pooled), an
+    `ImageSet`/`Dataset` the method built (BiC's held-out split, E2E's balanced set: served and
+    augmented like the task's data) or a ready `DataLoader` (e.g. noise batches for a generator; such
+    batches are passed on untouched). What a phase trains on is `method.phase_data(phase, train)`.
     `parameters` returns what the optimizer trains; by default every parameter that requires grad
     outside `frozen_modules()`. `validate` runs the task's validation split after each epoch.
     """
@@ -79,6 +90,29 @@ class Phase:
     parameters: Callable[[], Iterable[nn.Parameter]] | None = None
     callbacks: list = field(default_factory=list)
     validate: bool = True
+
+
+class PhaseModes(L.Callback):
+    """The one place where modes are set for training: `method.set_phase_modes()` when a fit's
+    training starts and at the start of every epoch (Lightning 2.x sets no mode itself)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.set_phase_modes()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        pl_module.set_phase_modes()
+
+
+def require_pretrained(backbone: nn.Module, method: str, random_backbone: bool) -> None:
+    """Methods that freeze their backbone (CLR, linear) refuse a randomly initialised one unless asked.
+
+    Backbones built from weights record them in `backbone.weights` (torchvision ResNets, AlexNet).
+    """
+    if getattr(backbone, "weights", None) is None and not random_backbone:
+        raise ConfigError(
+            f"method={method} freezes its backbone, but backbone.weights is null (a random network): set "
+            f"backbone.weights (e.g. backbone=resnet50 backbone.weights=IMAGENET1K_V1, or a state-dict path), "
+            f"or method.random_backbone=true to train on a frozen random network on purpose")
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -97,14 +131,19 @@ class ContinualMethod(L.LightningModule):
         scheduler: factory `optimizer -> LRScheduler`, stepped per epoch, or None.
         epochs: epochs of the "train" phase of every task.
         ce_scope: "current" — cross-entropy over the current task's head only (FACIL's default,
-            `all_outputs=False`); "seen" — over every head so far.
+            `all_outputs=False`); "seen" — over every head so far. With exemplars in the memory the
+            CE is over every head (exemplars carry old labels; FACIL's criteria do the same).
+        memory: an `ExemplarMemory` (`lifelong.memory`, config group `memory/`) or None. The runner
+            passes it when `memory=` is not `none`; the base class then trains every "task" phase on
+            the task's data plus the exemplars (`phase_data`) and updates it in `end_task`
+            (`update_memory`).
     """
 
     keeps_old_model: bool = False  # set by methods that need a frozen copy of the previous model
     validate_task_aware: bool = False  # validation accuracy on the current task's head (val/acc_taw)
 
     def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 epochs: int = 1, ce_scope: str = "current"):
+                 epochs: int = 1, ce_scope: str = "current", memory: nn.Module | None = None):
         super().__init__()
         if ce_scope not in CE_SCOPES:
             raise ConfigError(f"method.ce_scope={ce_scope!r} is unknown; valid choices: {list(CE_SCOPES)}")
@@ -114,6 +153,7 @@ class ContinualMethod(L.LightningModule):
         self.epochs, self.ce_scope = epochs, ce_scope
         self.task: Task | None = None
         self.phase: Phase | None = None
+        self.memory = memory  # a submodule: its buffers are in state_dict()
 
     # ----------------------------------------------------------------------------- task hooks
     def begin_task(self, task: Task) -> None:
@@ -132,10 +172,46 @@ class ContinualMethod(L.LightningModule):
             fit(phase)
         self.phase = None
 
+    def phase_data(self, phase: Phase, train):
+        """THE data hook: the training set (`ImageSet` or `Dataset`, labels global) of `phase`, given
+        `train`, the data its `phase.data` names ("task"/"seen": those tasks' training splits; an
+        `ImageSet`/`Dataset`: that set). The runner serves it with the task's batch augmentation and
+        validation split. Default: a "task" phase gets the exemplars of `self.memory` added; every
+        other phase its data unchanged. Methods with separate streams (ER, DER) return `train` alone
+        and draw `self.memory.sample(n)` in `loss_terms`."""
+        if phase.data == "task" and self.has_exemplars():
+            return concat([train, self.memory.as_imageset()])
+        return train
+
+    def has_exemplars(self) -> bool:
+        return self.memory is not None and len(self.memory) > 0
+
     def end_task(self, task: Task, data) -> None:
         """Called after training on `task`; `data.batches(...)` iterates its training data."""
         if self.keeps_old_model:
             self.old_net = freeze(copy.deepcopy(self.net))
+        if self.memory is not None:
+            self.update_memory(task)
+
+    def update_memory(self, task: Task) -> None:
+        """After a task: the memory selects exemplars of its classes with the model as it is now (eval
+        mode, no augmentation; FACIL selects with the test transform). Methods that fill the memory
+        online (ER, DER) override this with `self.memory.record()`."""
+        device = next(self.net.parameters()).device
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+
+        def features(x):
+            return self.net.features(task.augment(x.to(device)))
+
+        def logits(x):
+            return self.net(task.augment(x.to(device)))
+
+        try:
+            self.memory.update(task.train, list(task.class_range), features=features, logits=logits)
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
 
     def frozen_modules(self) -> Iterator[nn.Module]:
         """Submodules that must stay in eval mode and out of every optimizer."""
@@ -148,7 +224,7 @@ class ContinualMethod(L.LightningModule):
         return {"ce": self.cross_entropy(self.net(x), y)}
 
     def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.ce_scope == "current":
+        if self.ce_scope == "current" and not self.has_exemplars():
             start = self.task.offset
             return F.cross_entropy(logits[:, start : start + self.task.n_classes], y - start)
         return F.cross_entropy(logits, y)
@@ -189,11 +265,15 @@ class ContinualMethod(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": phase.scheduler(optimizer), "interval": "epoch"}}
 
     def train(self, mode: bool = True):
-        """Lightning calls `train()` at every epoch; frozen modules must stay in eval mode."""
+        """`train(True)` puts everything in train mode except `frozen_modules()`, which stay in eval."""
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()
         return self
+
+    def set_phase_modes(self) -> None:
+        """The modes of the current phase: train mode, `frozen_modules()` in eval (see `PhaseModes`)."""
+        self.train(True)
 
     # ----------------------------------------------------------------------------- prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,8 +313,9 @@ class ContinualMethod(L.LightningModule):
         return self.old_net(x)
 
     def extra_results(self) -> dict:
-        """Method-specific numbers added to results.json after each task (e.g. parameters per task)."""
-        return {}
+        """Method-specific numbers added to results.json after each task (e.g. parameters per task).
+        Subclasses extend `super().extra_results()`: the memory's per-task stats are there."""
+        return {"memory": self.memory.history} if self.memory is not None else {}
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_load_state_dict_structure(self, state_dict: dict[str, torch.Tensor]) -> None:

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
-from lifelong.methods.base import ContinualMethod, Phase
+from lifelong.methods.base import ContinualMethod, Phase, require_pretrained
 from lifelong.models.clr import INSERT_RULES, ReprogrammedBackbone
 from lifelong.selection import most_confident
 
@@ -87,13 +87,15 @@ class CLR(ContinualMethod):
         patience: stop a task's training after this many validation epochs without a new best
             task-aware accuracy (0: never stop early); needs a validation split.
         keep_best: at the end of a task, restore its tensors from its best validation epoch.
+        random_backbone: allow a backbone without pretrained weights (otherwise a ConfigError).
     """
 
     validate_task_aware = True  # epochs are selected by task-aware validation accuracy (CLR main.py:80-98)
 
     def __init__(self, backbone: nn.Module, *args, insert: str = "k_gt_1", kernel_size: int = 3,
                  task_bn: bool = True, norm_weight: float = 1e-5, temperature: float = 1.0, patience: int = 22,
-                 keep_best: bool = True, **kwargs):
+                 keep_best: bool = True, random_backbone: bool = False, **kwargs):
+        require_pretrained(backbone, "clr", random_backbone)
         if insert not in INSERT_RULES:
             raise ConfigError(f"method.insert={insert!r} is unknown; valid choices: {list(INSERT_RULES)} "
                               f"(k_gt_1: the paper's CLR, all: CLR-Full)")

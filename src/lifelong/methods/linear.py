@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
-from lifelong.methods.base import ContinualMethod, Phase, freeze
+from lifelong.methods.base import ContinualMethod, Phase, freeze, require_pretrained
 from lifelong.methods.clr import epoch_selection
 
 
@@ -29,12 +29,14 @@ class Linear(ContinualMethod):
         patience: stop after this many validation epochs without a new best task-aware accuracy
             (0: never); needs a validation split.
         keep_best: at the end of a task, restore its head from its best validation epoch.
+        random_backbone: allow a backbone without pretrained weights (otherwise a ConfigError).
     """
 
     validate_task_aware = True  # epochs are selected by task-aware validation accuracy (CLR main.py:80-98)
 
     def __init__(self, backbone: nn.Module, *args, norm_weight: float = 1e-5, patience: int = 22,
-                 keep_best: bool = True, **kwargs):
+                 keep_best: bool = True, random_backbone: bool = False, **kwargs):
+        require_pretrained(backbone, "linear", random_backbone)
         if patience < 0:
             raise ConfigError(f"method.patience={patience} must be >= 0 (0: no early stopping)")
         super().__init__(backbone, *args, **kwargs)

@@ -281,7 +281,7 @@ class MIND(ContinualMethod):
                 yield bn
 
     def on_train_start(self) -> None:
-        self.train()  # Lightning keeps the modes it finds: put frozen BatchNorm / teacher in eval now
+        """Gates and weight masks of the phase (modes are already set: `base.PhaseModes`)."""
         backbone, _ = self._trained_model()
         sub = self.phase.name == self.subnetwork_phase
         select(backbone, self.task.id if sub else None, self.weight_sharing)

@@ -127,9 +127,10 @@ def _load_weights(name: str, weights: str | None):
 
 
 class TorchvisionResNet(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, weights: str | None = None):
         super().__init__()
-        self.out_dim = model.fc.in_features
+        self.weights = weights  # what the backbone was initialised from (None: random); methods that
+        self.out_dim = model.fc.in_features  # freeze it (CLR, linear) check this
         model.fc = nn.Identity()
         self.model = model
 
@@ -153,7 +154,7 @@ def torchvision_resnet(name: str, weights: str | None = None, in_channels: int =
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     if small_input:
         model.maxpool = nn.Identity()
-    return TorchvisionResNet(model)
+    return TorchvisionResNet(model, weights)
 
 
 def resnet18(weights: str | None = None, in_channels: int = 3, small_input: bool = False, **_) -> TorchvisionResNet:
@@ -176,8 +177,9 @@ class AlexNetFeatures(nn.Module):
     dropout and ReLU), whose output the heads read.
     """
 
-    def __init__(self, model: nn.Module, code_layer: str = "pool5"):
+    def __init__(self, model: nn.Module, code_layer: str = "pool5", weights: str | None = None):
         super().__init__()
+        self.weights = weights  # None: random init
         if code_layer not in ALEXNET_CODE_LAYERS:
             raise ConfigError(f"backbone.code_layer={code_layer!r} is unknown; valid choices: "
                               f"{list(ALEXNET_CODE_LAYERS)}")
@@ -207,7 +209,7 @@ def alexnet(weights: str | None = None, in_channels: int = 3, code_layer: str = 
     model = _load_weights("alexnet", weights)
     if in_channels != 3:
         model.features[0] = nn.Conv2d(in_channels, 64, 11, 4, 2)
-    return AlexNetFeatures(model, code_layer)
+    return AlexNetFeatures(model, code_layer, weights)
 
 
 class ConvNet(nn.Module):
