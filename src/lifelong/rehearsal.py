@@ -120,3 +120,13 @@ def shuffled_batches(data: ImageSet, batch_size: int):
 def augment_raw(task, x: torch.Tensor) -> torch.Tensor:
     """Training augmentation of a raw uint8 batch (batches of a `DataLoader` phase arrive untouched)."""
     return task.augment(x, train=True) if x.dtype == torch.uint8 else x
+
+
+def refuse_shared_memory(memory, method: str) -> None:
+    """These methods keep their own buffer (`method.memory_size`) until they are ported to the shared
+    `memory=` group; a `memory=` option would be a second, unused memory."""
+    if memory is not None:
+        from lifelong.errors import ConfigError
+
+        raise ConfigError(f"memory={type(memory).__name__} is not used by method={method}, which keeps its own "
+                          f"exemplars; drop memory= (or use memory=none) and set method.memory_size instead")

@@ -23,7 +23,7 @@ from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
 from lifelong.losses import distillation
 from lifelong.methods.base import ContinualMethod, Phase
-from lifelong.rehearsal import ExemplarBuffer, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
 
 
 class BiasLayer(nn.Module):
@@ -46,12 +46,13 @@ class BiC(ContinualMethod):
                  lamb: float | None = None, batch_size: int = 128, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL bic.py criterion: CE over every head
         super().__init__(*args, **kwargs)
+        refuse_shared_memory(self.memory, type(self).__name__.lower())
         if memory_size <= 0:
             raise ConfigError(f"method.memory_size={memory_size} must be positive: BiC needs exemplars "
                               "(FACIL bic.py asserts it)")
         if not 0 < val_exemplar_fraction < 1:
             raise ConfigError(f"method.val_exemplar_fraction={val_exemplar_fraction} must be in (0, 1)")
-        self.memory = ExemplarBuffer(memory_size, seed=0)  # Sec. 6.1: CIFAR-100, 2,000 exemplars
+        self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Sec. 6.1: CIFAR-100, 2,000 exemplars
         self.held_out = ExemplarBuffer(memory_size, seed=1)  # stage-2 images, outside the training budget
         # FACIL bic.py --val-exemplar-percentage 0.1; Sec. 6.1: "train/validation split on the exemplars is 9:1"
         self.val_exemplar_fraction = val_exemplar_fraction
@@ -69,7 +70,7 @@ class BiC(ContinualMethod):
     # ----------------------------------------------------------------- budget and data
     def split_budget(self, n_seen_classes: int) -> tuple[int, int]:
         """(training exemplars, held-out images) per class; FACIL bic.py Stage 0."""
-        per_class = self.memory.size // n_seen_classes
+        per_class = self.exemplars.size // n_seen_classes
         n_val = math.ceil(self.val_exemplar_fraction * per_class)
         return per_class - n_val, n_val
 
@@ -100,8 +101,8 @@ class BiC(ContinualMethod):
 
     def phases(self, task: Task) -> list[Phase]:
         train = self._train_split
-        if len(self.memory):
-            exemplars = self.memory.as_imageset()
+        if len(self.exemplars):
+            exemplars = self.exemplars.as_imageset()
             train = ImageSet(torch.cat([train.x, exemplars.x]), torch.cat([train.y, exemplars.y]))
         phases = [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
                         data=shuffled_batches(train, self.batch_size), parameters=self.net.parameters)]
@@ -115,7 +116,7 @@ class BiC(ContinualMethod):
     def end_task(self, task: Task, data) -> None:
         super().end_task(task, data)  # the frozen previous model
         per_class, _ = self.split_budget(task.offset + task.n_classes)
-        self.memory.keep_class_balanced(self._train_split, task.class_range, task.offset + task.n_classes,
+        self.exemplars.keep_class_balanced(self._train_split, task.class_range, task.offset + task.n_classes,
                                         per_class=per_class)
 
     def frozen_modules(self):
@@ -161,5 +162,5 @@ class BiC(ContinualMethod):
         return self.bias_forward(self.net(x))
 
     def extra_results(self) -> dict:
-        return {"memory": self.memory.stats(), "held_out": self.held_out.stats(),
+        return {"memory": self.exemplars.stats(), "held_out": self.held_out.stats(),
                 "bias": [[layer.alpha.item(), layer.beta.item()] for layer in self.bias_layers]}

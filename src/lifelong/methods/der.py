@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
 from lifelong.methods.base import ContinualMethod, Phase
-from lifelong.rehearsal import ExemplarBuffer, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
 
 
 def masked_mse(outputs: torch.Tensor, stored: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
@@ -31,9 +31,10 @@ class DER(ContinualMethod):
                  buffer_batch_size: int | None = None, **kwargs):
         kwargs["ce_scope"] = "seen"  # Mammoth: one head over every class
         super().__init__(*args, **kwargs)
+        refuse_shared_memory(self.memory, type(self).__name__.lower())
         # Mammoth utils/best_args.py L901: seq-cifar100, buffer 2000 -> alpha 0.3 (also seq-cifar10, all buffers)
         self.alpha = alpha
-        self.memory = ExemplarBuffer(memory_size, seed=0)  # Mammoth --buffer_size; 2000 as in FACIL's CIFAR-100 setting
+        self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Mammoth --buffer_size; 2000 as in FACIL's CIFAR-100 setting
         self.batch_size = batch_size
         # Mammoth main.py L436: --minibatch_size (buffer batch) is the batch size unless given
         self.buffer_batch_size = buffer_batch_size or batch_size
@@ -44,22 +45,22 @@ class DER(ContinualMethod):
                       data=shuffled_batches(task.train, self.batch_size))]
 
     def replay(self):
-        x, y, z, widths = self.memory.sample(self.buffer_batch_size)
+        x, y, z, widths = self.exemplars.sample(self.buffer_batch_size)
         return augment_raw(self.task, x), y, z, widths
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         raw = x
         logits = self.net(augment_raw(self.task, x))
         terms = {"ce": self.cross_entropy(logits, y)}
-        if len(self.memory):
+        if len(self.exemplars):
             bx, _, bz, widths = self.replay()
             terms["der"] = self.alpha * masked_mse(self.net(bx), bz, widths)
         terms.update(self.buffer_terms())
-        self.memory.reservoir_add(raw, y, logits.detach())  # after sampling, as Mammoth adds after the step
+        self.exemplars.reservoir_add(raw, y, logits.detach())  # after sampling, as Mammoth adds after the step
         return terms
 
     def buffer_terms(self) -> dict[str, torch.Tensor]:
         return {}
 
     def extra_results(self) -> dict:
-        return {"memory": self.memory.stats()}
+        return {"memory": self.exemplars.stats()}

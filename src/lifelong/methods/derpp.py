@@ -18,7 +18,7 @@ class DERpp(DER):
         self.beta = beta
 
     def buffer_terms(self) -> dict[str, torch.Tensor]:
-        if not len(self.memory):
+        if not len(self.exemplars):
             return {}
         bx, by, _, _ = self.replay()  # a second draw, as Mammoth's second get_data
         return {"buffer_ce": self.beta * self.cross_entropy(self.net(bx), by)}

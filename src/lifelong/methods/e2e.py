@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from lifelong.data.datasets import ImageSet
 from lifelong.data.scenario import Task
 from lifelong.methods.base import ContinualMethod, Phase, freeze
-from lifelong.rehearsal import ExemplarBuffer, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
 
 
 class E2E(ContinualMethod):
@@ -32,7 +32,8 @@ class E2E(ContinualMethod):
                  batch_size: int = 128, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL eeil.py criterion: CE over every head
         super().__init__(*args, **kwargs)
-        self.memory = ExemplarBuffer(memory_size, seed=0)  # Sec. 5: CIFAR-100 with 2,000 exemplars
+        refuse_shared_memory(self.memory, type(self).__name__.lower())
+        self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Sec. 5: CIFAR-100 with 2,000 exemplars
         self.lamb = lamb  # FACIL eeil.py --lamb 1: "trade-off between the terms of Eq. 1 -- L = L_C + lamb * L_D"
         self.T = T  # Sec. 4.2 / FACIL: "we set T to 2 for all our experiments"
         # Sec. 5: training starts at lr 0.1, "the same reduction ... except that the starting rate is 0.01"
@@ -45,8 +46,8 @@ class E2E(ContinualMethod):
 
     def phases(self, task: Task) -> list[Phase]:
         train = task.train
-        if len(self.memory):
-            exemplars = self.memory.as_imageset()
+        if len(self.exemplars):
+            exemplars = self.exemplars.as_imageset()
             train = ImageSet(torch.cat([train.x, exemplars.x]), torch.cat([train.y, exemplars.y]))
         phases = [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
                         data=shuffled_batches(train, self.batch_size))]
@@ -56,7 +57,7 @@ class E2E(ContinualMethod):
         return phases
 
     def balanced_set(self, task: Task) -> ImageSet:
-        exemplars = self.memory.as_imageset()
+        exemplars = self.exemplars.as_imageset()
         per_class = len(exemplars) // max(task.offset, 1)
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
         xs, ys = [exemplars.x], [exemplars.y]
@@ -106,7 +107,7 @@ class E2E(ContinualMethod):
 
     def end_task(self, task: Task, data) -> None:
         super().end_task(task, data)
-        self.memory.keep_class_balanced(task.train, task.class_range, task.offset + task.n_classes)
+        self.exemplars.keep_class_balanced(task.train, task.class_range, task.offset + task.n_classes)
 
     def extra_results(self) -> dict:
-        return {"memory": self.memory.stats()}
+        return {"memory": self.exemplars.stats()}

@@ -24,7 +24,7 @@ from lifelong.data.datasets import ImageSet
 from lifelong.data.scenario import Task
 from lifelong.methods.base import ContinualMethod, Phase
 from lifelong.models.backbones import CifarResNet
-from lifelong.rehearsal import ExemplarBuffer, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
 
 
 class CosineLinear(nn.Module):
@@ -71,7 +71,8 @@ class LUCIR(ContinualMethod):
                  adapt_lamb: bool = True, batch_size: int = 128, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL lucir.py: CE over every head
         super().__init__(*args, **kwargs)
-        self.memory = ExemplarBuffer(memory_size, seed=0)
+        refuse_shared_memory(self.memory, type(self).__name__.lower())
+        self.exemplars = ExemplarBuffer(memory_size, seed=0)
         self.lamb = lamb  # Sec. 4.1: "lambda base is set to 5 for CIFAR100" (FACIL --lamb 5)
         self.lamb_mr = lamb_mr  # FACIL --lamb-mr 1: "set to 1 in the original code"
         self.margin = margin  # Sec. 4.1: "m is set to 0.5" (FACIL --dist)
@@ -99,8 +100,8 @@ class LUCIR(ContinualMethod):
 
     def phases(self, task: Task) -> list[Phase]:
         train = task.train
-        if len(self.memory):
-            exemplars = self.memory.as_imageset()
+        if len(self.exemplars):
+            exemplars = self.exemplars.as_imageset()
             train = ImageSet(torch.cat([train.x, exemplars.x]), torch.cat([train.y, exemplars.y]))
         return [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
                       data=shuffled_batches(train, self.batch_size))]
@@ -122,7 +123,7 @@ class LUCIR(ContinualMethod):
 
     def end_task(self, task: Task, data) -> None:
         super().end_task(task, data)
-        self.memory.keep_class_balanced(task.train, task.class_range, task.offset + task.n_classes)
+        self.exemplars.keep_class_balanced(task.train, task.class_range, task.offset + task.n_classes)
 
     def task_aware_logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         start, size = self.net.offsets[task_id], self.net.task_sizes[task_id]
@@ -132,4 +133,4 @@ class LUCIR(ContinualMethod):
         return self.sigma * self.net(x)
 
     def extra_results(self) -> dict:
-        return {"memory": self.memory.stats(), "sigma": self.sigma.item()}
+        return {"memory": self.exemplars.stats(), "sigma": self.sigma.item()}
