@@ -25,6 +25,8 @@ NEEDS = {
     "linear": ["backbone=convnet", "method.random_backbone=true", "scenario.val_fraction=0.2"],
     "ebll": ["backbone=convnet", "method.ae_epochs=1", "method.warmup_epochs=1"],
     "mind": ["backbone=convnet"],
+    "bic": ["method.bias_epochs=1"],
+    "e2e": ["method.finetuning_epochs=1"],
     "packnet": ["backbone=convnet"],
 }
 
