@@ -275,6 +275,12 @@ class ContinualMethod(L.LightningModule):
         """The modes of the current phase: train mode, `frozen_modules()` in eval (see `PhaseModes`)."""
         self.train(True)
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Keeps the raw batch (uint8 images before augmentation) as `self.raw_batch`: what online
+        memories store (ER, DER add the stream's not-augmented images, as Mammoth does)."""
+        self.raw_batch = batch
+        return batch
+
     # ----------------------------------------------------------------------------- prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
