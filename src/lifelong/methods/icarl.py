@@ -59,10 +59,9 @@ class ICaRL(ContinualMethod):
     def end_task(self, task: Task, data) -> None:
         super().end_task(task, data)  # old_net, then herding
         self.class_means = self.exemplar_means(task)
-        self.cnn_acc_tag.append([]), self.cnn_acc_taw.append([])
-        for t in self.seen_tasks:
-            tag, taw = self.cnn_accuracy(t)
-            self.cnn_acc_tag[-1].append(tag), self.cnn_acc_taw[-1].append(taw)
+        rows = [self.cnn_accuracy(t) for t in self.seen_tasks]
+        self.cnn_acc_tag.append([tag for tag, _ in rows])
+        self.cnn_acc_taw.append([taw for _, taw in rows])
 
     @torch.no_grad()
     def features_of(self, x_uint8: torch.Tensor, task: Task) -> torch.Tensor:
@@ -72,33 +71,28 @@ class ICaRL(ContinualMethod):
     def exemplar_means(self, task: Task) -> torch.Tensor:
         """mu_c = mean of the exemplars' normalised features, normalised (iCaRL Alg. 1; FACIL
         compute_mean_of_exemplars, without its horizontal-flip copies)."""
-        modes = {m: m.training for m in self.modules()}
-        self.eval()
         exemplars = self.memory.as_imageset()
-        feats = torch.cat([F.normalize(self.features_of(x, task), dim=1)
-                           for x, _ in batch_loader(exemplars, 256, shuffle=False)])
+        with self.eval_mode():
+            feats = torch.cat([F.normalize(self.features_of(x, task), dim=1)
+                               for x, _ in batch_loader(exemplars, 256, shuffle=False)])
         labels = exemplars.y.to(feats.device)
-        means = torch.stack([F.normalize(feats[labels == c].mean(0), dim=0)
+        # a class without exemplars (a budget below one per class) gets a zero mean
+        means = torch.stack([F.normalize(feats[labels == c].sum(0), dim=0)
                              for c in range(sum(self.net.task_sizes))])
-        for m, mode in modes.items():
-            m.training = mode
         return means
 
     @torch.no_grad()
     def cnn_accuracy(self, task: Task) -> tuple[float, float]:
         """Task-agnostic and task-aware accuracy of the network's own logits on `task`'s test split."""
-        modes = {m: m.training for m in self.modules()}
-        self.eval()
         correct_tag = correct_taw = n = 0
-        for x, y in batch_loader(task.test, 512, shuffle=False):
-            logits = self.net(task.augment(x.to(self.class_means.device)))
-            y = y.to(logits.device)
-            correct_tag += int((logits.argmax(1) == y).sum())
-            own = logits[:, task.offset : task.offset + task.n_classes].argmax(1) + task.offset
-            correct_taw += int((own == y).sum())
-            n += len(y)
-        for m, mode in modes.items():
-            m.training = mode
+        with self.eval_mode():
+            for x, y in batch_loader(task.test, 512, shuffle=False):
+                logits = self.net(task.augment(x.to(self.class_means.device)))
+                y = y.to(logits.device)
+                correct_tag += int((logits.argmax(1) == y).sum())
+                own = logits[:, task.offset : task.offset + task.n_classes].argmax(1) + task.offset
+                correct_taw += int((own == y).sum())
+                n += len(y)
         return correct_tag / max(n, 1), correct_taw / max(n, 1)
 
     def task_agnostic_logits(self, x: torch.Tensor) -> torch.Tensor:
