@@ -240,7 +240,8 @@ def quiet_lightning() -> None:
     for message in (".*module\\(s\\) in eval mode.*",  # frozen teachers are in eval mode on purpose
                     ".*smaller than the logging interval.*", ".*LeafSpec.*", ".*does not have many workers.*",
                     ".*GPU available but not used.*", ".*srun. command is available.*",
-                    ".*validation_step. but have no .val_dataloader.*"):  # phases without validation
+                    ".*validation_step. but have no .val_dataloader.*",  # phases without validation
+                    ".*overridden .on_before_batch_transfer.*"):  # the base class keeps the raw batch
         warnings.filterwarnings("ignore", message=message)
 
 

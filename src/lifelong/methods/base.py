@@ -52,6 +52,7 @@ Defaults here follow FACIL (Masana et al., TPAMI 2022), whose `Inc_Learning_Appr
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -198,8 +199,6 @@ class ContinualMethod(L.LightningModule):
         mode, no augmentation; FACIL selects with the test transform). Methods that fill the memory
         online (ER, DER) override this with `self.memory.record()`."""
         device = next(self.net.parameters()).device
-        modes = {m: m.training for m in self.modules()}
-        self.eval()
 
         def features(x):
             return self.net.features(task.augment(x.to(device)))
@@ -207,8 +206,16 @@ class ContinualMethod(L.LightningModule):
         def logits(x):
             return self.net(task.augment(x.to(device)))
 
-        try:
+        with self.eval_mode():
             self.memory.update(task.train, list(task.class_range), features=features, logits=logits)
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """Everything in eval mode for work between tasks; every module's mode is restored after."""
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        try:
+            yield
         finally:
             for m, mode in modes.items():
                 m.training = mode
@@ -274,6 +281,12 @@ class ContinualMethod(L.LightningModule):
     def set_phase_modes(self) -> None:
         """The modes of the current phase: train mode, `frozen_modules()` in eval (see `PhaseModes`)."""
         self.train(True)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Keeps the raw batch (uint8 images before augmentation) as `self.raw_batch`: what online
+        memories store (ER, DER add the stream's not-augmented images, as Mammoth does)."""
+        self.raw_batch = batch
+        return batch
 
     # ----------------------------------------------------------------------------- prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor:
