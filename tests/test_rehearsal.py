@@ -8,7 +8,7 @@ import torch
 
 from lifelong.methods.icarl import nme_scores
 
-from tests.test_ddp import ddp_runs  # noqa: F401  (the fixture: every method under 2-process DDP)
+from tests.test_ddp import run_ddp
 
 
 def results(run_dir):
@@ -43,8 +43,9 @@ def test_rehearsal_runs_end_to_end_and_reports_its_memory(run, overrides):
         assert len(r["cnn_acc_tag"]) == 3 and len(r["cnn_acc_tag"][-1]) == 3
 
 
-def test_memory_is_the_same_on_both_ranks(ddp_runs):  # noqa: F811
-    out, log = ddp_runs
+def test_memory_is_the_same_on_both_ranks(tmp_path):
+    out = tmp_path / "runs"
+    log = run_ddp(out, [f"{m}=method={m},memory.size=40" for m in ("icarl", "replay", "gdumb")], timeout=400)
     for name in ("icarl", "replay", "gdumb"):
         assert f"done {name}" in log, log[-3000:]
         # each rank dumped its memory after the last task (ddp_worker, MEMORY_DUMP)
