@@ -122,11 +122,16 @@ def augment_raw(task, x: torch.Tensor) -> torch.Tensor:
     return task.augment(x, train=True) if x.dtype == torch.uint8 else x
 
 
-def refuse_shared_memory(memory, method: str) -> None:
-    """These methods keep their own buffer (`method.memory_size`) until they are ported to the shared
-    `memory=` group; a `memory=` option would be a second, unused memory."""
-    if memory is not None:
+def adopt_shared_budget(method, memory_size: int) -> int:
+    """These methods keep their own buffer until they are ported to the shared memory. A `memory=`
+    option (e.g. an experiment's `memory=herding memory.size=2000`) gives its total size; the shared
+    memory itself is dropped (not updated, not trained on). Its `per_class` and `selection` do not apply."""
+    memory, method.memory = method.memory, None
+    if memory is None:
+        return memory_size
+    if memory.per_class is not None:
         from lifelong.errors import ConfigError
 
-        raise ConfigError(f"memory={type(memory).__name__} is not used by method={method}, which keeps its own "
-                          f"exemplars; drop memory= (or use memory=none) and set method.memory_size instead")
+        raise ConfigError(f"memory.per_class={memory.per_class} is not supported by method={type(method).__name__.lower()}, "
+                          f"which keeps a total budget: set memory.size (or method.memory_size) instead")
+    return memory.size

@@ -23,7 +23,7 @@ from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
 from lifelong.losses import distillation
 from lifelong.methods.base import ContinualMethod, Phase
-from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
 
 
 class BiasLayer(nn.Module):
@@ -46,7 +46,7 @@ class BiC(ContinualMethod):
                  lamb: float | None = None, batch_size: int = 128, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL bic.py criterion: CE over every head
         super().__init__(*args, **kwargs)
-        refuse_shared_memory(self.memory, type(self).__name__.lower())
+        memory_size = adopt_shared_budget(self, memory_size)
         if memory_size <= 0:
             raise ConfigError(f"method.memory_size={memory_size} must be positive: BiC needs exemplars "
                               "(FACIL bic.py asserts it)")

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
 from lifelong.methods.base import ContinualMethod, Phase
-from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
 
 
 def logit_mse(outputs: torch.Tensor, stored: torch.Tensor, widths: torch.Tensor, mask_unseen: bool) -> torch.Tensor:
@@ -34,7 +34,7 @@ class DER(ContinualMethod):
                  buffer_batch_size: int | None = None, mask_unseen: bool = False, **kwargs):
         kwargs["ce_scope"] = "seen"  # Mammoth: one head over every class
         super().__init__(*args, **kwargs)
-        refuse_shared_memory(self.memory, type(self).__name__.lower())
+        memory_size = adopt_shared_budget(self, memory_size)
         # Mammoth utils/best_args.py L901: seq-cifar100, buffer 2000 -> alpha 0.3 (also seq-cifar10, all buffers)
         self.alpha = alpha
         self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Mammoth --buffer_size; 2000 as in FACIL's CIFAR-100 setting

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from lifelong.data.datasets import ImageSet
 from lifelong.data.scenario import Task
 from lifelong.methods.base import ContinualMethod, Phase, freeze
-from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
 
 
 class E2E(ContinualMethod):
@@ -32,7 +32,7 @@ class E2E(ContinualMethod):
                  batch_size: int = 128, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL eeil.py criterion: CE over every head
         super().__init__(*args, **kwargs)
-        refuse_shared_memory(self.memory, type(self).__name__.lower())
+        memory_size = adopt_shared_budget(self, memory_size)
         self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Sec. 5: CIFAR-100 with 2,000 exemplars
         self.lamb = lamb  # FACIL eeil.py --lamb 1: "trade-off between the terms of Eq. 1 -- L = L_C + lamb * L_D"
         self.T = T  # Sec. 4.2 / FACIL: "we set T to 2 for all our experiments"

@@ -24,7 +24,7 @@ from lifelong.data.datasets import ImageSet
 from lifelong.data.scenario import Task
 from lifelong.methods.base import ContinualMethod, Phase
 from lifelong.models.backbones import CifarResNet
-from lifelong.rehearsal import ExemplarBuffer, refuse_shared_memory, augment_raw, shuffled_batches
+from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
 
 
 class CosineLinear(nn.Module):
@@ -71,7 +71,7 @@ class LUCIR(ContinualMethod):
                  adapt_lamb: bool = True, batch_size: int = 128, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL lucir.py: CE over every head
         super().__init__(*args, **kwargs)
-        refuse_shared_memory(self.memory, type(self).__name__.lower())
+        memory_size = adopt_shared_budget(self, memory_size)
         self.exemplars = ExemplarBuffer(memory_size, seed=0)
         self.lamb = lamb  # Sec. 4.1: "lambda base is set to 5 for CIFAR100" (FACIL --lamb 5)
         self.lamb_mr = lamb_mr  # FACIL --lamb-mr 1: "set to 1 in the original code"
