@@ -30,6 +30,8 @@ NEEDS = {
     "ebll": ["backbone=convnet", "method.ae_epochs=1", "method.warmup_epochs=1"],
     "mind": ["backbone=convnet"],
     "packnet": ["backbone=convnet"],
+    "bic": ["method.bias_epochs=1"],
+    "e2e": ["method.finetuning_epochs=1"],
 }
 
 

@@ -14,12 +14,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import TINY, run_config  # noqa: E402
 
 
+def keep_methods(built: list):
+    """Wraps `lifelong.run.build` so the worker sees the methods it trained (to dump their memories)."""
+    import lifelong.run
+
+    build = lifelong.run.build
+
+    def recording_build(cfg):
+        scenario, method = build(cfg)
+        built.append(method)
+        return scenario, method
+
+    lifelong.run.build = recording_build
+
+
 def main() -> None:
+    import os
+
+    import torch
+
     out = Path(sys.argv[1])
+    built: list = []
+    keep_methods(built)
     for spec in sys.argv[2:]:
         name, overrides = spec.split("=", 1)
         run_config(out / name, *TINY, "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp_find_unused_parameters_true",
                    *overrides.split(","))
+        memory = getattr(built[-1], "memory", None)
+        if memory is not None:  # every rank's memory after the last task, for tests/test_rehearsal.py
+            state = {k: v.cpu() for k, v in memory.state_dict().items() if k != "_extra_state"}
+            torch.save(state, out / name / f"memory_rank{os.environ.get('LOCAL_RANK', '0')}.pt")
         print(f"done {name}", flush=True)
 
 

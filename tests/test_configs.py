@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, compose_config
 
-GROUPS = ["dataset", "scenario", "backbone", "method", "optimizer", "scheduler", "hardware", "logger",
+GROUPS = ["dataset", "scenario", "backbone", "memory", "method", "optimizer", "scheduler", "hardware", "logger",
           "debug", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 OPTIONS += [("hydra/launcher", p.stem) for p in sorted((CONF / "hydra" / "launcher").glob("*.yaml"))]

@@ -106,3 +106,18 @@ def slice_batches(loader: torch.utils.data.DataLoader, rank: int, world_size: in
         return DataLoader(loader.dataset, batch_sampler=RankSlice(loader.batch_sampler, rank, world_size), **common)
     # whole-batch indexing (lifelong.data.datamodule.batch_loader): the sampler yields index lists
     return DataLoader(loader.dataset, sampler=RankSlice(loader.sampler, rank, world_size), batch_size=None, **common)
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `tensor` (sizes may differ along dim 0), concatenated in rank order, on every rank."""
+    if not active():
+        return tensor
+    n = torch.tensor([len(tensor)], device=tensor.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[: len(tensor)] = tensor
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])

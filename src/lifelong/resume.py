@@ -39,7 +39,7 @@ LAST = Path("checkpoints") / "last.pt"
 WANDB_ID = Path("checkpoints") / "wandb_id"
 # Config sections that define what a run computes: a resumed run must use the same values.
 IDENTITY_KEYS = ("seed", "epochs", "batch_size", "drop_last", "dataset", "scenario", "backbone", "method",
-                 "optimizer", "scheduler", "loop_limit")
+                 "optimizer", "scheduler", "loop_limit", "memory")
 
 
 def is_global_zero() -> bool:

@@ -49,8 +49,10 @@ def build(cfg: DictConfig):
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone = instantiate(cfg.backbone)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    # memory=none is an empty group option; a memory is passed only when there is one.
+    memory = {"memory": instantiate(cfg.memory)} if cfg.get("memory") and cfg.memory.get("_target_") else {}
     method = instantiate(cfg.method, backbone=backbone, optimizer=instantiate(cfg.optimizer),
-                         scheduler=scheduler, epochs=cfg.epochs, _convert_="object")
+                         scheduler=scheduler, epochs=cfg.epochs, _convert_="object", **memory)
     method.loop_limit = cfg.get("loop_limit")  # debug=smoke: every loop of the method runs once
     method.check_scenario(scenario)
     return scenario, method
@@ -192,9 +194,10 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 **{"use_distributed_sampler": False, **options},
             )
             ckpt_path = checkpoints.usable_checkpoint(ckpt)
-            if isinstance(phase.data, str):
+            if not isinstance(phase.data, torch.utils.data.DataLoader):
                 ids = list(range(task.id + 1)) if phase.data == "seen" else [task.id]
                 data = task_data(ids, task_seed)
+                data.train = method.phase_data(phase, data.train if isinstance(phase.data, str) else phase.data)
                 data.rank, data.world_size = trainer.global_rank, trainer.world_size
                 if not phase.validate or len(data.val) == 0:
                     trainer.limit_val_batches = 0
@@ -270,7 +273,8 @@ def quiet_lightning() -> None:
     for message in (".*module\\(s\\) in eval mode.*",  # frozen teachers are in eval mode on purpose
                     ".*smaller than the logging interval.*", ".*LeafSpec.*", ".*does not have many workers.*",
                     ".*GPU available but not used.*", ".*srun. command is available.*",
-                    ".*validation_step. but have no .val_dataloader.*"):  # phases without validation
+                    ".*validation_step. but have no .val_dataloader.*",  # phases without validation
+                    ".*overridden .on_before_batch_transfer.*"):  # the base class keeps the raw batch
         warnings.filterwarnings("ignore", message=message)
 
 

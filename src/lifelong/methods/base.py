@@ -52,6 +52,7 @@ Defaults here follow FACIL (Masana et al., TPAMI 2022), whose `Inc_Learning_Appr
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -62,6 +63,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lifelong import distributed
+from lifelong.data.datamodule import concat
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
 from lifelong.models.net import IncrementalNet
@@ -73,8 +75,10 @@ CE_SCOPES = ("current", "seen")
 class Phase:
     """One Lightning fit inside a task, with its own epochs, optimizer and data.
 
-    `data` is "task" (the current task's training split), "seen" (every task so far, pooled) or a
-    ready `DataLoader` (e.g. noise batches for a generator; such batches are passed on untouched).
+    `data` is "task" (the current task's training split), "seen" (every task so far, pooled), an
+    `ImageSet`/`Dataset` the method built (BiC's held-out split, E2E's balanced set: served and
+    augmented like the task's data) or a ready `DataLoader` (e.g. noise batches for a generator; such
+    batches are passed on untouched). What a phase trains on is `method.phase_data(phase, train)`.
     `parameters` returns what the optimizer trains; by default every parameter that requires grad
     outside `frozen_modules()`. `validate` runs the task's validation split after each epoch.
     """
@@ -128,7 +132,12 @@ class ContinualMethod(L.LightningModule):
         scheduler: factory `optimizer -> LRScheduler`, stepped per epoch, or None.
         epochs: epochs of the "train" phase of every task.
         ce_scope: "current" — cross-entropy over the current task's head only (FACIL's default,
-            `all_outputs=False`); "seen" — over every head so far.
+            `all_outputs=False`); "seen" — over every head so far. With exemplars in the memory the
+            CE is over every head (exemplars carry old labels; FACIL's criteria do the same).
+        memory: an `ExemplarMemory` (`lifelong.memory`, config group `memory/`) or None. The runner
+            passes it when `memory=` is not `none`; the base class then trains every "task" phase on
+            the task's data plus the exemplars (`phase_data`) and updates it in `end_task`
+            (`update_memory`).
     """
 
     keeps_old_model: bool = False  # set by methods that need a frozen copy of the previous model
@@ -142,7 +151,7 @@ class ContinualMethod(L.LightningModule):
     validate_task_aware: bool = False  # validation accuracy on the current task's head (val/acc_taw)
 
     def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 epochs: int = 1, ce_scope: str = "current"):
+                 epochs: int = 1, ce_scope: str = "current", memory: nn.Module | None = None):
         super().__init__()
         if ce_scope not in CE_SCOPES:
             raise ConfigError(f"method.ce_scope={ce_scope!r} is unknown; valid choices: {list(CE_SCOPES)}")
@@ -152,6 +161,7 @@ class ContinualMethod(L.LightningModule):
         self.epochs, self.ce_scope = epochs, ce_scope
         self.task: Task | None = None
         self.phase: Phase | None = None
+        self.memory = memory  # a submodule: its buffers are in state_dict()
 
     # ----------------------------------------------------------------------------- task hooks
     def check_scenario(self, scenario) -> None:
@@ -179,10 +189,52 @@ class ContinualMethod(L.LightningModule):
             fit(phase)
         self.phase = None
 
+    def phase_data(self, phase: Phase, train):
+        """THE data hook: the training set (`ImageSet` or `Dataset`, labels global) of `phase`, given
+        `train`, the data its `phase.data` names ("task"/"seen": those tasks' training splits; an
+        `ImageSet`/`Dataset`: that set). The runner serves it with the task's batch augmentation and
+        validation split. Default: a "task" phase gets the exemplars of `self.memory` added; every
+        other phase its data unchanged. Methods with separate streams (ER, DER) return `train` alone
+        and draw `self.memory.sample(n)` in `loss_terms`."""
+        if phase.data == "task" and self.has_exemplars():
+            return concat([train, self.memory.as_imageset()])
+        return train
+
+    def has_exemplars(self) -> bool:
+        return self.memory is not None and len(self.memory) > 0
+
     def end_task(self, task: Task, data) -> None:
         """Called after training on `task`; `data.batches(...)` iterates its training data."""
         if self.keeps_old_model:
             self.old_net = freeze(copy.deepcopy(self.net))
+        if self.memory is not None:
+            self.update_memory(task)
+
+    def update_memory(self, task: Task) -> None:
+        """After a task: the memory selects exemplars of its classes with the model as it is now (eval
+        mode, no augmentation; FACIL selects with the test transform). Methods that fill the memory
+        online (ER, DER) override this with `self.memory.record()`."""
+        device = next(self.net.parameters()).device
+
+        def features(x):
+            return self.net.features(task.augment(x.to(device)))
+
+        def logits(x):
+            return self.net(task.augment(x.to(device)))
+
+        with self.eval_mode():
+            self.memory.update(task.train, list(task.class_range), features=features, logits=logits)
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """Everything in eval mode for work between tasks; every module's mode is restored after."""
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        try:
+            yield
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
 
     def frozen_modules(self) -> Iterator[nn.Module]:
         """Submodules that must stay in eval mode and out of every optimizer."""
@@ -201,7 +253,7 @@ class ContinualMethod(L.LightningModule):
         return {"ce": self.cross_entropy(self.net(x), y)}
 
     def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.ce_scope == "current":
+        if self.ce_scope == "current" and not self.has_exemplars():
             start = self.task.offset
             return F.cross_entropy(logits[:, start : start + self.task.n_classes], y - start)
         return F.cross_entropy(logits, y)
@@ -252,6 +304,12 @@ class ContinualMethod(L.LightningModule):
         """The modes of the current phase: train mode, `frozen_modules()` in eval (see `PhaseModes`)."""
         self.train(True)
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Keeps the raw batch (uint8 images before augmentation) as `self.raw_batch`: what online
+        memories store (ER, DER add the stream's not-augmented images, as Mammoth does)."""
+        self.raw_batch = batch
+        return batch
+
     # ----------------------------------------------------------------------------- prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -296,8 +354,9 @@ class ContinualMethod(L.LightningModule):
         return self.old_net(x)
 
     def extra_results(self) -> dict:
-        """Method-specific numbers added to results.json after each task (e.g. parameters per task)."""
-        return {}
+        """Method-specific numbers added to results.json after each task (e.g. parameters per task).
+        Subclasses extend `super().extra_results()`: the memory's per-task stats are there."""
+        return {"memory": self.memory.history} if self.memory is not None else {}
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_load_state_dict_structure(self, state_dict: dict[str, torch.Tensor]) -> None:
