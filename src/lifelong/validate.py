@@ -279,6 +279,12 @@ def gpu_count() -> int:
 def check_scenario(cfg: DictConfig) -> None:
     order = _get(cfg, "scenario.class_order")
     n_classes = _get(cfg, "dataset.n_classes")
+    n_tasks, first = _get(cfg, "scenario.n_tasks"), _get(cfg, "scenario.nc_first_task")
+    cuts_classes = str(_get(cfg, "scenario._target_") or "").endswith(".class_incremental")
+    if cuts_classes and isinstance(n_classes, int) and isinstance(n_tasks, int) and (first is None or isinstance(first, int)):
+        from lifelong.splits import task_sizes
+
+        task_sizes(n_classes, n_tasks, first)  # n_tasks / nc_first_task that do not split the classes
     if OmegaConf.is_list(order) and isinstance(n_classes, int):
         problem = class_order_problem(list(order), n_classes)
         if problem:

@@ -15,6 +15,7 @@ import torch
 from lifelong.data.datasets import ImageSet, load_dataset
 from lifelong.data.transforms import BatchAugment
 from lifelong.errors import ConfigError
+from lifelong.splits import task_sizes  # noqa: F401  (torch-free: the early checks use it too)
 
 # The fixed CIFAR-100 order of iCaRL (Rebuffi et al., CVPR 2017) that FACIL (`cifar100_icarl`) and
 # PyCIL use: numpy.random.seed(1993); numpy.random.permutation(100).
@@ -117,33 +118,6 @@ def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:
         raise ConfigError(f"scenario.class_order {problem}")
     order = [int(c) for c in order]
     return order
-
-
-def task_sizes(n_classes: int, n_tasks: int, nc_first_task: int | None) -> list[int]:
-    """Classes per task: an optional larger first task, then equal tasks (FACIL's convention)."""
-    if n_tasks < 1:
-        raise ConfigError(f"scenario.n_tasks={n_tasks} must be at least 1")
-    if nc_first_task is None:
-        if n_classes % n_tasks:
-            divisors = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
-            raise ConfigError(
-                f"scenario.n_tasks={n_tasks} does not divide the {n_classes} classes; valid choices: "
-                f"{divisors}, or set scenario.nc_first_task so the rest divides evenly"
-            )
-        return [n_classes // n_tasks] * n_tasks
-    if not 0 < nc_first_task < n_classes or (n_tasks == 1 and nc_first_task != n_classes):
-        raise ConfigError(
-            f"scenario.nc_first_task={nc_first_task} is too large for {n_classes} classes in {n_tasks} "
-            f"tasks; it must leave at least one class for each of the other {n_tasks - 1} tasks"
-        )
-    rest, other = n_classes - nc_first_task, n_tasks - 1
-    if other == 0 or rest % other or rest < other:
-        raise ConfigError(
-            f"scenario.nc_first_task={nc_first_task} leaves {rest} classes that do not split into "
-            f"{other} equal tasks; choose nc_first_task so that ({n_classes} - nc_first_task) is a "
-            f"multiple of {other}"
-        )
-    return [nc_first_task] + [rest // other] * other
 
 
 def _remap(split: ImageSet, lookup: torch.Tensor, classes: Sequence[int]) -> ImageSet:
