@@ -64,3 +64,34 @@ def run(tmp_path):
         return summary, out
 
     return _run
+
+
+class StopRun(Exception):
+    """Raised inside a run to stop it as a kill would (what resume tests interrupt runs with)."""
+
+
+@pytest.fixture
+def stopped_and_resumed(run, monkeypatch, tmp_path):
+    """`stopped_and_resumed(*overrides)` trains TINY + overrides, stops right after task 1's
+    checkpoint is written, resumes with `resume=` and returns the run dir (the matrices and
+    `checkpoints/last.pt` can then be compared with an uninterrupted run's)."""
+    from lifelong import resume as checkpoints
+
+    def _run(*overrides: str, tiny: bool = True) -> Path:
+        save = checkpoints.save_task_state
+
+        def stop_after_task_1(run_dir, method, summary, *args, **kwargs):
+            save(run_dir, method, summary, *args, **kwargs)
+            if summary["tasks_done"] == 2:
+                raise StopRun
+
+        before = set(tmp_path.glob("run*"))
+        monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_1)
+        with pytest.raises(StopRun):
+            run(*overrides, tiny=tiny)
+        monkeypatch.undo()
+        (stopped,) = set(tmp_path.glob("run*")) - before
+        run(*overrides, f"resume={stopped}", tiny=tiny)
+        return stopped
+
+    return _run

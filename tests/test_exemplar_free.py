@@ -20,10 +20,6 @@ METHODS = ["fetril", "fecam", "lwf_synthetic", "dgr"]
 FAST = {"lwf_synthetic": "method.synthesis_iters=3", "dgr": "method.z_size=32"}
 
 
-class Interrupted(Exception):
-    """Stands for a run killed between two tasks."""
-
-
 def results(run_dir):
     return json.loads((run_dir / "results.json").read_text())
 
@@ -110,7 +106,7 @@ def test_fecam_mahalanobis_prediction_matches_a_direct_computation():
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("method", METHODS)
-def test_warm_start_end_to_end_and_resume_is_bit_identical(run, monkeypatch, tmp_path, method):
+def test_warm_start_end_to_end_and_resume_is_bit_identical(run, stopped_and_resumed, method):
     """Warm start (4 + 3 + 3 classes), then the same run interrupted after task 1 and resumed."""
     overrides = (f"method={method}", FAST.get(method, "seed=0"))
     summary, full_dir = run(*overrides)
@@ -133,19 +129,7 @@ def test_warm_start_end_to_end_and_resume_is_bit_identical(run, monkeypatch, tmp
         assert memory["generator_parameters"] == sum(v.numel() for k, v in state.items()
                                                       if k.startswith("generator."))
 
-    save = checkpoints.save_task_state
-
-    def stop_after_task_1(run_dir, m, s, *args, **kwargs):
-        save(run_dir, m, s, *args, **kwargs)
-        if s["tasks_done"] == 2:
-            raise Interrupted
-
-    monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_1)
-    with pytest.raises(Interrupted):
-        run(*overrides)
-    monkeypatch.undo()
-    stopped_dir = full_dir.parent / "run1"
-    run(*overrides, f"resume={stopped_dir}")
+    stopped_dir = stopped_and_resumed(*overrides)
     resumed = results(stopped_dir)
     for key in ("acc_taw", "acc_tag", "acc_tag_all", "memory"):
         assert resumed[key] == full[key], key

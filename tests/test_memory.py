@@ -107,22 +107,10 @@ def memory_state(run_dir):
     return {k: v for k, v in state.items() if k.startswith("memory.")}
 
 
-def test_memory_survives_resume_bit_identically(run, monkeypatch, tmp_path):
+def test_memory_survives_resume_bit_identically(run, stopped_and_resumed):
     overrides = ("method=lwf", "memory=herding", "memory.size=40")
     _, full_dir = run(*overrides)
-    save = checkpoints.save_task_state
-
-    def stop_after_task_1(run_dir, method, summary, *args, **kwargs):
-        save(run_dir, method, summary, *args, **kwargs)
-        if summary["tasks_done"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_1)
-    with pytest.raises(KeyboardInterrupt):
-        run(*overrides)
-    monkeypatch.undo()
-    stopped = tmp_path / "run1"
-    run(*overrides, f"resume={stopped}")
+    stopped = stopped_and_resumed(*overrides)
     full, resumed = memory_state(full_dir), memory_state(stopped)
     assert full.keys() == resumed.keys() and "memory.images" in full
     for key in full:

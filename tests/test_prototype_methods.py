@@ -139,24 +139,9 @@ def test_rdfcil_end_to_end_runs_synthesis_train_and_refine(run):
 
 
 @pytest.mark.parametrize("overrides", [RDFCIL_TINY, SSRE_TINY, ("method=pass",)], ids=["rdfcil", "ssre", "pass"])
-def test_resume_after_a_task_is_bit_identical(run, monkeypatch, tmp_path, overrides):
-    class Interrupted(Exception):
-        pass
-
+def test_resume_after_a_task_is_bit_identical(run, stopped_and_resumed, overrides):
     _, full_dir = run(*overrides)
-    save = checkpoints.save_task_state
-
-    def stop_after_task_1(run_dir, method, summary, *args, **kwargs):
-        save(run_dir, method, summary, *args, **kwargs)
-        if summary["tasks_done"] == 2:
-            raise Interrupted
-
-    monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_1)
-    with pytest.raises(Interrupted):
-        run(*overrides)
-    monkeypatch.undo()
-    stopped = tmp_path / "run1"
-    run(*overrides, f"resume={stopped}")
+    stopped = stopped_and_resumed(*overrides)
     results = [json.loads((d / "results.json").read_text()) for d in (full_dir, stopped)]
     assert results[0]["acc_tag"] == results[1]["acc_tag"] and results[0]["acc_taw"] == results[1]["acc_taw"]
     a, b = _state(full_dir), _state(stopped)

@@ -59,27 +59,12 @@ def test_lucir_margin_ranking_by_hand():
     assert margin_ranking(cos[1:], y[1:], n_old=2, K=2, margin=0.5).item() == 0.0
 
 
-class Interrupted(Exception):
-    pass
-
 
 @pytest.mark.parametrize("method", ["bic"])  # its held-out set, bias layers and exemplars
-def test_resume_after_a_task_is_bit_identical(run, monkeypatch, tmp_path, method):
+def test_resume_after_a_task_is_bit_identical(run, stopped_and_resumed, method):
     overrides = (f"method={method}", "method.memory_size=40", "method.bias_epochs=2")[: 3 if method == "bic" else 2]
     _, full_dir = run(*overrides)
-    save = checkpoints.save_task_state
-
-    def stop_after_task_1(run_dir, method, summary, *args, **kwargs):
-        save(run_dir, method, summary, *args, **kwargs)
-        if summary["tasks_done"] == 2:
-            raise Interrupted
-
-    monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_1)
-    with pytest.raises(Interrupted):
-        run(*overrides)
-    monkeypatch.undo()
-    stopped = tmp_path / "run1"
-    run(*overrides, f"resume={stopped}")
+    stopped = stopped_and_resumed(*overrides)
     keys = ("acc_taw", "acc_tag", "memory")
     assert {k: results(stopped)[k] for k in keys} == {k: results(full_dir)[k] for k in keys}
     a = torch.load(stopped / checkpoints.LAST, weights_only=False)["state_dict"]
