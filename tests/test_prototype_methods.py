@@ -98,7 +98,7 @@ def test_rdfcil_factors_and_class_weights():
 
 
 def test_ssre_refuses_a_backbone_without_branches(run):
-    from lifelong.run import user_error
+    from lifelong.cli import user_error
 
     with pytest.raises(Exception) as error:
         run("method=ssre", "backbone=mlp")
