@@ -26,11 +26,11 @@ fashion-mnist:  ## real Fashion-MNIST, offline: Debian's dataset-fashion-mnist (
 		|| echo "apt-get could not install dataset-fashion-mnist: its end-to-end test is skipped"; \
 	fi
 
-test: $(STAMP) fashion-mnist  ## the whole test suite (installs first when needed)
-	$(PY) -m pytest -q
+test: $(STAMP) fashion-mnist  ## the whole test suite (installs first when needed), a worker per core
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end runs
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 quickstart: $(STAMP)  ## LwF on split digits, offline, on CPU
 	$(PY) train.py experiment=quickstart
