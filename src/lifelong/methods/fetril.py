@@ -174,9 +174,10 @@ class FeTrIL(ContinualMethod):
         params = [p for head in self.net.heads for p in head.parameters()]
         optimizer = torch.optim.SGD(params, lr=self.linear_lr, momentum=self.linear_momentum,
                                     weight_decay=self.linear_weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.linear_epochs, 1))
+        epochs = self.loop_length(self.linear_epochs)  # debug=smoke: one epoch
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
         self.net.heads.train()
-        bar = tqdm(range(self.linear_epochs), desc=f"FeTrIL classifier task {self.task.id}",
+        bar = tqdm(range(epochs), desc=f"FeTrIL classifier task {self.task.id}",
                    disable=not self.progress_bar, leave=False)
         with torch.enable_grad():
             for _ in bar:
