@@ -90,7 +90,7 @@ BAD_INPUT = [
                    "did you mean `epochs`?"),
     (["optimizer.lrr=0.1"], "there is no key `optimizer.lrr` (optimizer has no `lrr`); did you mean `lr`?"),
     (["trainer.max_epoch=3"], "other Lightning Trainer arguments go in as +trainer.<name>=<value>"),
-    (["method=lwff"], "method=lwff is unknown; valid choices: ['abd', 'clr'"),
+    (["method=lwff"], "method=lwff is unknown; valid choices: ['abd', 'bic'"),
     (["scenario.n_tasks=3"], "scenario.n_tasks=3 does not divide the 10 classes; valid choices: [1, 2, 5, 10]"),
     (["scenario.nc_first_task=10"], "scenario.nc_first_task=10 is too large"),
     (["scenario.class_order=icarl1993"], "scenario.class_order=icarl1993 is the CIFAR-100 order"),

@@ -16,7 +16,12 @@ import pytest
 from conftest import NEEDS
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+# Under DDP every method runs its whole task loop on both ranks. The fixture runs one method per family
+# with between-task state that must end identical on every rank (Fisher, generator, masks and BN
+# snapshots, autoencoders, exemplar memories, class statistics, importances, unit masks), in one pair of
+# processes: the whole catalogue at once outlasts the suite's time budget.
+METHODS = ["abd", "clr", "ebll", "ewc", "fetril", "finetune", "hat", "icarl", "joint", "lwf", "mind", "packnet",
+           "pass", "replay", "si"]
 
 
 def free_port() -> int:

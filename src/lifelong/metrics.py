@@ -151,7 +151,10 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
             if limit_batches is not None and i >= limit_batches:
                 break
             acc_taw.update(method.task_aware_logits(x, task.id).argmax(1), y - task.offset)
-            scores, others = method.task_agnostic_variants(x)
+            if hasattr(method, "task_agnostic_variants"):
+                scores, others = method.task_agnostic_variants(x)
+            else:  # any object with the two prediction paths
+                scores, others = method.task_agnostic_logits(x), {}
             space = getattr(task, "label_space", None)  # domain-incremental: a block id names class id mod C
             truth = y if space is None else y % space
             for name, other in others.items():
