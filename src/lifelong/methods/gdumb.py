@@ -37,4 +37,4 @@ class GDumb(ContinualMethod):
         return self.memory.as_imageset()
 
     def update_memory(self, task: Task) -> None:
-        pass  # updated (and recorded) before training, in fit_task
+        """Nothing after the task: GDumb fills (and records) its memory before training, in `fit_task`."""
