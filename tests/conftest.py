@@ -73,11 +73,13 @@ class StopRun(Exception):
 @pytest.fixture
 def stopped_and_resumed(run, monkeypatch, tmp_path):
     """`stopped_and_resumed(*overrides)` trains TINY + overrides, stops right after task 1's
-    checkpoint is written, resumes with `resume=` and returns the run dir (the matrices and
+    checkpoint is written (with `mid_task=True`: at the end of task 1's second epoch, so its epoch
+    checkpoint is what resumes), resumes with `resume=` and returns the run dir (the matrices and
     `checkpoints/last.pt` can then be compared with an uninterrupted run's)."""
     from lifelong import resume as checkpoints
+    from lifelong.methods.base import ContinualMethod
 
-    def _run(*overrides: str, tiny: bool = True) -> Path:
+    def _run(*overrides: str, tiny: bool = True, mid_task: bool = False) -> Path:
         save = checkpoints.save_task_state
 
         def stop_after_task_1(run_dir, method, summary, *args, **kwargs):
@@ -85,8 +87,15 @@ def stopped_and_resumed(run, monkeypatch, tmp_path):
             if summary["tasks_done"] == 2:
                 raise StopRun
 
+        def stop_in_task_1_epoch_1(self):
+            if self.task.id == 1 and self.current_epoch == 1:
+                raise StopRun
+
         before = set(tmp_path.glob("run*"))
-        monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_1)
+        if mid_task:
+            monkeypatch.setattr(ContinualMethod, "on_train_epoch_end", stop_in_task_1_epoch_1, raising=False)
+        else:
+            monkeypatch.setattr(checkpoints, "save_task_state", stop_after_task_1)
         with pytest.raises(StopRun):
             run(*overrides, tiny=tiny)
         monkeypatch.undo()

@@ -62,23 +62,13 @@ def test_hat_compensates_the_embedding_gradient_and_anneals_s():
     torch.testing.assert_close(e.grad, expected)
 
 
-def test_hat_resumes_mid_task_with_identical_results(run, monkeypatch):
-    from lifelong.methods.base import ContinualMethod
-    from test_resume import Interrupted, matrices
+def test_hat_resumes_mid_task_with_identical_results(run, stopped_and_resumed):
+    from test_resume import matrices
 
     overrides = ("method=hat", "epochs=2")
     _, full_dir = run(*overrides)
 
-    def stop_in_task_1_epoch_1(self):
-        if self.task.id == 1 and self.current_epoch == 1:
-            raise Interrupted
-
-    monkeypatch.setattr(ContinualMethod, "on_train_epoch_end", stop_in_task_1_epoch_1, raising=False)
-    with pytest.raises(Interrupted):
-        run(*overrides)
-    monkeypatch.undo()
-    stopped_dir = full_dir.parent / "run1"
-    run(*overrides, f"resume={stopped_dir}")
+    stopped_dir = stopped_and_resumed(*overrides, mid_task=True)
     assert matrices(stopped_dir) == matrices(full_dir)
     full = torch.load(full_dir / "checkpoints" / "last.pt", weights_only=False)["state_dict"]
     resumed = torch.load(stopped_dir / "checkpoints" / "last.pt", weights_only=False)["state_dict"]
