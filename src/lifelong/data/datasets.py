@@ -217,7 +217,21 @@ DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
 }
 
 
-def load_dataset(name: str, root: str | Path, download: bool = True) -> tuple[ImageSet, ImageSet]:
+def _load_core50(root: Path, download: bool = False, **options) -> tuple[ImageSet, ImageSet]:
+    from lifelong.data.core50 import load_core50
+
+    return load_core50(root, download, **options)
+
+
+DATASETS["core50"] = _load_core50
+# Loaders that read more of the dataset config than `download` (image size, split, sessions, ...).
+CONFIGURED = {"core50": ("image_size", "split", "train_sessions", "test_sessions", "test_fraction", "split_seed",
+                         "cache")}
+
+
+def load_dataset(name: str, root: str | Path, download: bool = True, options=None) -> tuple[ImageSet, ImageSet]:
+    """`options`: the dataset config; the keys in `CONFIGURED[name]` it holds go to the loader."""
     if name not in DATASETS:
         raise ConfigError(f"dataset.name={name!r} is unknown; valid choices: {sorted(DATASETS)}")
-    return DATASETS[name](Path(root).expanduser().absolute(), download=download)
+    extra = {k: options[k] for k in CONFIGURED.get(name, ()) if options is not None and k in options}
+    return DATASETS[name](Path(root).expanduser().absolute(), download=download, **extra)

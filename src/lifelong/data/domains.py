@@ -7,6 +7,10 @@ works unchanged, task t still owns its own block of remapped ids `[t * C, (t + 1
 task t is `t * C + c`) and `Task.label_space = C` tells the metrics that these blocks name the same
 classes: TAW predicts with task t's own head, TAG takes the argmax over every seen head and scores the
 class it names (`id mod C`), whichever head wins (`lifelong.metrics.evaluate`).
+
+`domain=sessions` (CORe50, `lifelong.data.core50`): task t is the t-th training session of
+`dataset.train_sessions` (recorded in that order, the same 50 objects in each), and every task is
+tested on the same images, the pooled test sessions (Lomonaco & Maltoni 2017, Sec. 4).
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from lifelong.data.datasets import ImageSet, load_dataset
 from lifelong.data.scenario import Scenario, Task, _split_val, with_dataset_augment
 from lifelong.errors import ConfigError
 
-DOMAINS = ("permuted", "rotated")
+DOMAINS = ("permuted", "rotated", "sessions")
+SESSION_DATASETS = ("core50",)  # datasets recorded in sessions
 
 
 def permutations(n_tasks: int, n_pixels: int, seed: int) -> list[torch.Tensor]:
@@ -52,7 +57,7 @@ def rotate(split: ImageSet, angle: float) -> ImageSet:
 def build_domain_scenario(train: ImageSet, test: ImageSet, domain: str, n_tasks: int, seed: int = 0,
                           max_angle: float = 180.0, val_fraction: float = 0.0, permutation_seed: int | None = None,
                           n_classes: int | None = None) -> Scenario:
-    if domain not in DOMAINS:
+    if domain not in DOMAINS[:2]:
         raise ConfigError(f"scenario.domain={domain!r} is unknown; valid choices: {list(DOMAINS)}")
     if n_tasks < 1:
         raise ConfigError(f"scenario.n_tasks={n_tasks} must be at least 1")
@@ -78,11 +83,55 @@ def build_domain_scenario(train: ImageSet, test: ImageSet, domain: str, n_tasks:
     return Scenario(tasks, list(range(n_classes)))
 
 
+def build_session_scenario(sessions: dict[int, ImageSet], test: ImageSet, val_fraction: float = 0.0,
+                           seed: int = 0, n_classes: int | None = None) -> Scenario:
+    """One task per session, in the dict's order; every task's test split is `test` (in its own block)."""
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"scenario.val_fraction={val_fraction} must be in [0, 1)")
+    n_classes = n_classes or int(max(int(s.y.max()) for s in sessions.values())) + 1
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for t, images in enumerate(sessions.values()):
+        offset = t * n_classes
+        task_train, task_val = _split_val(ImageSet(images.x, images.y + offset, images.class_names), val_fraction, rng)
+        tasks.append(Task(t, list(range(n_classes)), offset, task_train, task_val,
+                          ImageSet(test.x, test.y + offset, test.class_names), label_space=n_classes))  # x is shared
+    return Scenario(tasks, list(range(n_classes)))
+
+
+def _session_scenario(dataset, data_root: str, seed: int, n_tasks: int, val_fraction: float) -> Scenario:
+    from pathlib import Path
+
+    from lifelong.data.core50 import TEST_SESSIONS, TRAIN_SESSIONS, load_core50_sessions
+
+    if dataset["name"] not in SESSION_DATASETS:
+        raise ConfigError(f"scenario.domain=sessions needs a dataset recorded in sessions ({list(SESSION_DATASETS)}), "
+                          f"not dataset={dataset['name']}; use scenario.domain=permuted or rotated")
+    train_sessions = list(dataset.get("train_sessions") or TRAIN_SESSIONS)
+    if n_tasks != len(train_sessions):
+        raise ConfigError(f"scenario.n_tasks={n_tasks} but scenario.domain=sessions makes one task per training "
+                          f"session, {len(train_sessions)} here (dataset.train_sessions={train_sessions}): set "
+                          f"scenario.n_tasks={len(train_sessions)}")
+    sessions, test = load_core50_sessions(Path(data_root).expanduser().absolute(), int(dataset.get("image_size", 128)),
+                                          train_sessions, list(dataset.get("test_sessions") or TEST_SESSIONS),
+                                          bool(dataset.get("cache", True)))
+    scenario = build_session_scenario(sessions, test, val_fraction, seed, n_classes=dataset["n_classes"])
+    scenario = with_dataset_augment(scenario, dataset, f"{dataset['name']}-sessions")
+    for task, session in zip(scenario.tasks, sessions):
+        task.name = f"{dataset['name']}-s{session}"
+    return scenario
+
+
 def domain_incremental(dataset, data_root: str, seed: int, n_tasks: int, domain: str = "permuted",
                        max_angle: float = 180.0, val_fraction: float = 0.0,
                        permutation_seed: int | None = None) -> Scenario:
     """The `scenario=domain_incremental` builder: one dataset, one input domain per task."""
-    train, test = load_dataset(dataset["name"], data_root, download=dataset.get("download", True))
+    if domain == "sessions":
+        return _session_scenario(dataset, data_root, seed, n_tasks, val_fraction)
+    if dataset["name"] in SESSION_DATASETS:
+        raise ConfigError(f"dataset={dataset['name']} is domain-incremental by its recording sessions: "
+                          f"use scenario.domain=sessions (not {domain})")
+    train, test = load_dataset(dataset["name"], data_root, download=dataset.get("download", True), options=dataset)
     scenario = build_domain_scenario(train, test, domain, n_tasks, seed, max_angle, val_fraction, permutation_seed,
                                      n_classes=dataset["n_classes"])
     return with_dataset_augment(scenario, dataset, f"{dataset['name']}-{domain}")

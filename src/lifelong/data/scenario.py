@@ -173,7 +173,7 @@ def build_scenario(
 def class_incremental(dataset, data_root: str, seed: int, n_tasks: int, nc_first_task: int | None = None,
                       class_order="random", val_fraction: float = 0.0) -> Scenario:
     """The `scenario=class_incremental` builder: one dataset's classes cut into tasks."""
-    train, test = load_dataset(dataset["name"], data_root, download=dataset.get("download", True))
+    train, test = load_dataset(dataset["name"], data_root, download=dataset.get("download", True), options=dataset)
     if not isinstance(class_order, str) and class_order is not None:
         class_order = list(class_order)
     scenario = build_scenario(train, test, n_tasks, nc_first_task, class_order, val_fraction, seed,
@@ -184,7 +184,7 @@ def class_incremental(dataset, data_root: str, seed: int, n_tasks: int, nc_first
 def with_dataset_augment(scenario: Scenario, dataset, name: str) -> Scenario:
     """Every task gets the dataset config's batch augmentation and the name `<name>-<task id>`."""
     augment = BatchAugment(dataset["mean"], dataset["std"], dataset.get("crop_padding", 0), dataset.get("flip", False),
-                           dataset.get("brightness", 0.0), dataset.get("contrast", 0.0))
+                           dataset.get("brightness", 0.0), dataset.get("contrast", 0.0), dataset.get("hue", 0.0))
     for task in scenario.tasks:
         task.augment = augment
         task.name = f"{name}-{task.id}"
