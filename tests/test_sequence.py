@@ -155,14 +155,16 @@ def test_config_group_feeds_rgb_to_the_backbone(tmp_path):
 
 def test_skill_experiment_lists_the_53_tasks_in_the_official_order(tmp_path):
     cfg = compose_config(tmp_path, "experiment=clr_skill", "paths.skill_root=/data/skill")
-    names = list(cfg.scenario.datasets)
-    assert len(names) == len(set(names)) == 53
+    entries = [dict(entry) for entry in cfg.scenario.datasets]
+    names = [entry["name"] for entry in entries]
+    assert len(names) == len(set(names)) == 53 and {entry["source"] for entry in entries} == {"skill"}
     assert names[:4] == ["scenes", "birds", "wikiart", "DescribableTextures"] and names[-1] == "deepvp_shell"
-    assert cfg.scenario.folders_root == "/data/skill" and cfg.method._target_.endswith("CLR")
+    assert [entry["id"] for entry in entries[:4]] == [1, 2, 17, 18] and entries[-1]["id"] == 107  # stat.csv newid
+    assert cfg.scenario.skill.root == "/data/skill" and cfg.method._target_.endswith("CLR")
     assert (cfg.optimizer.lr, list(cfg.scheduler.milestones), cfg.epochs, cfg.batch_size) == (1e-3, [20, 40], 60, 32)
     cfg = compose_config(tmp_path, "experiment=clr_skill")
     with pytest.raises(ConfigError, match="paths.skill_root"):
-        dataset_sequence(datasets=list(cfg.scenario.datasets), folders_root=cfg.scenario.folders_root)
+        dataset_sequence(datasets=list(cfg.scenario.datasets), skill=cfg.scenario.skill)
 
 
 def test_baselines_share_the_sequence_experiment(tmp_path):

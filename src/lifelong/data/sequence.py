@@ -13,6 +13,10 @@ Sources:
   is `scenario.roots.<name>`, an entry's own `root`, or `scenario.folders_root/<name>` (SKILL: one
   folder per dataset).
 
+- the SKILL release (`source: skill`, `lifelong.data.skill`): a task is a `dataset_id` of the
+  release's database, sampled per task as CLR's official code does (2,560 or 5,120 training and 256
+  or 512 evaluation images); the release's root is `scenario.skill.root`.
+
 Images are files, so they are decoded and transformed per image in DataLoader workers (DESIGN.md,
 Conventions): RGB, resize to `image_size` x `image_size` (aspect ratio not kept), tensor,
 normalisation; no augmentation (CLR official `dataset/dataloader_reader.py:38-42`). The batches
@@ -113,7 +117,7 @@ TORCHVISION: dict[str, TorchvisionSource] = {
     "mnist": TorchvisionSource(_by_train_flag("MNIST"), ("train", "test"), "MNIST/raw/",
                                "https://ossci-datasets.s3.amazonaws.com/mnist/"),
 }
-SOURCES = tuple(TORCHVISION) + ("image_folder",)
+SOURCES = tuple(TORCHVISION) + ("image_folder", "skill")
 
 
 class ToRGB:
@@ -257,7 +261,7 @@ def open_image_folder(name: str, root: Path, test_fraction: float, split_seed: i
 
 
 def resolve_entries(datasets, roots: Mapping[str, str] | None, folders_root: str | None,
-                    data_root: str) -> list[dict]:
+                    data_root: str, skill_root: str | None = None) -> list[dict]:
     """Each entry of `scenario.datasets` as `{name, source, root}`.
 
     An entry is a name (`flowers102`, or any name with a folder in `roots` or `folders_root`) or a
@@ -279,6 +283,11 @@ def resolve_entries(datasets, roots: Mapping[str, str] | None, folders_root: str
             raise ConfigError(f"scenario.datasets: source={source!r} of {name!r} is unknown; valid choices: "
                               f"{list(SOURCES)}")
         root = entry.get("root") or roots.get(name)
+        if root is None and source == "skill":
+            if skill_root is None:
+                raise ConfigError(f"scenario.datasets: {name!r} comes from the SKILL release (source: skill), whose "
+                                  f"folder is not set: paths.skill_root=<dir> (or scenario.skill.root=<dir>)")
+            root = skill_root
         if root is None and source == "image_folder":
             if folders_root is None:
                 raise ConfigError(
@@ -291,14 +300,14 @@ def resolve_entries(datasets, roots: Mapping[str, str] | None, folders_root: str
             raise ConfigError(f"scenario.datasets lists {name!r} twice; every task needs its own dataset")
         seen.add(name)
         root = Path(str(root or data_root)).expanduser().absolute()  # errors then say exactly where
-        entries.append({"name": name, "source": source, "root": root})
+        entries.append({"name": name, "source": source, "root": root, "id": entry.get("id")})
     return entries
 
 
 def build_sequence(entries: Sequence[Mapping], image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                    val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
                    download: bool = True, seed: int = 0, train_resize: int | None = None,
-                   flip: bool = False) -> Scenario:
+                   flip: bool = False, skill: Mapping | None = None) -> Scenario:
     """One task per entry, in order; labels of task i are `offset_i + (index of the class in its dataset)`."""
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"scenario.val_fraction={val_fraction} must be in [0, 1)")
@@ -319,6 +328,10 @@ def build_sequence(entries: Sequence[Mapping], image_size: int = 224, mean=IMAGE
         name, root = entry["name"], Path(entry["root"])
         if entry["source"] == "image_folder":
             splits = open_image_folder(name, root, test_fraction, split_seed)
+        elif entry["source"] == "skill":
+            from lifelong.data.skill import open_skill
+
+            splits = open_skill(name, root, entry.get("id"), *skill_settings(skill))
         else:
             splits = open_torchvision(name, root, download, test_fraction, split_seed)
         if "val" not in splits:
@@ -345,13 +358,35 @@ def build_sequence(entries: Sequence[Mapping], image_size: int = 224, mean=IMAGE
     return Scenario(tasks, list(range(offset)))
 
 
+def skill_settings(skill: Mapping | None):
+    """(Sampling, test_set, val_set) from the `scenario.skill` block."""
+    from lifelong.data.skill import Sampling
+
+    skill = dict(skill or {})
+    defaults = Sampling()
+    try:
+        sampling = Sampling(tuple(int(v) for v in skill.get("train_sizes", defaults.train_sizes)),
+                            tuple(int(v) for v in skill.get("eval_sizes", defaults.eval_sizes)),
+                            int(skill.get("class_threshold", defaults.class_threshold)),
+                            int(skill.get("max_classes", defaults.max_classes)), int(skill.get("seed", defaults.seed)))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"scenario.skill: {error}; sizes are integers, e.g. train_sizes=[2560,5120]") from error
+    if len(sampling.train_sizes) != 2 or len(sampling.eval_sizes) != 2 or min(sampling.train_sizes + sampling.eval_sizes) < 1:
+        raise ConfigError(f"scenario.skill.train_sizes={list(sampling.train_sizes)} and eval_sizes="
+                          f"{list(sampling.eval_sizes)} must each be two positive sizes [below class_threshold, at or above]")
+    return sampling, skill.get("test_set", "validation"), skill.get("val_set", "test")
+
+
 def dataset_sequence(dataset=None, data_root: str = "data", seed: int = 0, datasets=(), roots=None,
                      folders_root: str | None = None, image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                      val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                     download: bool = True, train_resize: int | None = None, flip: bool = False) -> Scenario:
+                     download: bool = True, train_resize: int | None = None, flip: bool = False,
+                     skill: Mapping | None = None) -> Scenario:
     """The `scenario=dataset_sequence` builder. `dataset` (the config group) is not used: every task
     names its own dataset in `datasets`."""
+    skill = dict(skill or {})
     entries = resolve_entries(list(datasets) if not isinstance(datasets, str) else datasets, roots, folders_root,
-                              data_root)
+                              data_root, skill.get("root"))
+    skill_settings(skill)  # bad sampling keys fail before any dataset is opened
     return build_sequence(entries, image_size, tuple(mean), tuple(std), val_fraction, test_fraction, split_seed,
-                          download, seed, train_resize, flip)
+                          download, seed, train_resize, flip, skill)
