@@ -107,6 +107,9 @@ def _session_scenario(dataset, data_root: str, seed: int, n_tasks: int, val_frac
     if dataset["name"] not in SESSION_DATASETS:
         raise ConfigError(f"scenario.domain=sessions needs a dataset recorded in sessions ({list(SESSION_DATASETS)}), "
                           f"not dataset={dataset['name']}; use scenario.domain=permuted or rotated")
+    if dataset.get("split", "sessions") != "sessions":
+        raise ConfigError(f"dataset.split={dataset.get('split')} pools the sessions, but scenario.domain=sessions "
+                          f"trains on each session in turn: set dataset.split=sessions")
     train_sessions = list(dataset.get("train_sessions") or TRAIN_SESSIONS)
     if n_tasks != len(train_sessions):
         raise ConfigError(f"scenario.n_tasks={n_tasks} but scenario.domain=sessions makes one task per training "
