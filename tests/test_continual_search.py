@@ -2,6 +2,7 @@
 the real runner: its choices against a hand-written loop over the same grid, results.json, resume."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -18,19 +19,24 @@ SEARCH = [f"search.lr_first={LR_FIRST}", f"search.lr={LR}", f"search.lr_searches
           f"search.acc_drop_thr={DROP}"]
 
 
-def _yaml_list(values) -> str:
-    return "[" + ",".join("null" if v is None else repr(v) for v in values) + "]"
+def test_continual_search_picks_what_a_hand_written_loop_over_the_grid_picks(run, tmp_path, monkeypatch):
+    from lifelong import report
+    from lifelong.run import train_sequence
+    from tests.conftest import TINY, compose_config
 
-
-def test_continual_search_picks_what_a_hand_written_loop_over_the_grid_picks(run):
+    monkeypatch.setattr(report, "plot", lambda *args, **kwargs: None)  # plots are most of a tiny run's time
     summary, run_dir = run("search=continual", *GRID, *SEARCH)
     choices = summary["search"]
     assert json.loads((run_dir / "results.json").read_text())["search"] == choices
 
+    plain = compose_config(tmp_path, *TINY, "search=schedule", *GRID)  # composed once: the runs differ in search.*
+    count = iter(range(100))
+
     def plain_run(lrs, stabilities):
         """A run without search that trains task t with lrs[t] and EWC's lamb stabilities[t]."""
-        return run("search=schedule", f"search.lr={_yaml_list(lrs)}", f"search.stability={_yaml_list(stabilities)}",
-                   *GRID)[0]
+        cfg, out = copy.deepcopy(plain), tmp_path / f"plain{next(count)}"
+        cfg.search.lr, cfg.search.stability, cfg.paths.output_dir = lrs, stabilities, str(out)
+        return train_sequence(cfg, out)
 
     # Task 0: fine-tune with each first-task learning rate, keep the best on task 0's validation split.
     ft0 = {lr: plain_run([lr], [0.0])["val_acc_taw"][0][0] for lr in LR_FIRST}
@@ -73,8 +79,11 @@ def test_continual_search_refuses_a_method_without_a_stability_weight(run):
         run("method=lwf", "search=continual")
 
 
-def test_continual_search_resumes_with_its_choices(run, stopped_and_resumed):
+def test_continual_search_resumes_with_its_choices(run, stopped_and_resumed, monkeypatch):
     """Only task 0 is searched (search.tasks=1); tasks 1 and 2 keep its lr, also after a resume."""
+    from lifelong import report
+
+    monkeypatch.setattr(report, "plot", lambda *args, **kwargs: None)  # not what is checked here; slow
     overrides = ["method=lwf", "search=continual", "search.tasks=1", "search.lr_first=[0.05,0.02]",
                  "scenario.val_fraction=0.2", "eval.limit_batches=1", "torch_threads=1"]
     summary, _ = run(*overrides)
