@@ -73,7 +73,7 @@ def test_continual_search_picks_what_a_hand_written_loop_over_the_grid_picks(run
 
 
 def test_continual_search_refuses_a_method_without_a_stability_weight(run):
-    with pytest.raises(ConfigError, match="search=continual: method=Finetune declares no stability hyperparameter"):
+    with pytest.raises(ConfigError, match=r"search=continual: the method \(Finetune\) declares no stability hyperparameter"):
         run("method=finetune", "search=continual", "scenario.val_fraction=0.2")
     with pytest.raises(ConfigError, match="scenario.val_fraction=0: search=continual"):
         run("method=lwf", "search=continual")

@@ -45,7 +45,7 @@ def check_method(method, start: float | None = None) -> tuple[str, float | None]
     key = getattr(method, "stability_key", None)
     name = type(method).__name__
     if key is None:
-        raise ConfigError(f"search=continual: method={name} declares no stability hyperparameter (stability_key); "
+        raise ConfigError(f"search=continual: the method ({name}) declares no stability hyperparameter (stability_key); "
                           f"use search=none, or a method that declares one (README, 'Continual hyperparameter "
                           f"search': lwf, ewc, mas, si, rwalk, icarl, lucir, e2e, lwm, ebll, abd, mind)")
     if not hasattr(method, key):
