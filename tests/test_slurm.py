@@ -81,3 +81,25 @@ def test_jobs_larger_than_the_partition_stop_the_sweep_with_a_clear_message(slur
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "hydra.launcher.cpus_per_task" in error[0] and "hydra.launcher.mem_gb" in error[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_an_optuna_study_through_the_slurm_launcher(slurm_cluster, tmp_path):
+    """hparams_search=... with hydra/launcher=slurm: each batch of n_jobs trials is a Slurm array job,
+    the values come back to the sweeper, the study is in optuna.db and trials.csv."""
+    import csv
+
+    sweep = tmp_path / "study"
+    command = [
+        sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=lwf_optuna", "hydra/launcher=slurm",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "dataset=digits", "scenario.n_tasks=2", "epochs=1",
+        "trainer.limit_train_batches=2", "eval.limit_batches=2", "logger=none", "trainer.enable_progress_bar=false",
+        "torch_threads=1", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=5",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(list((sweep / ".submitit").glob("*_*/*_log.out"))) == 2  # both trials ran as Slurm array tasks
+    trials = list(csv.DictReader((sweep / "trials.csv").open()))
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"] and all(t["value"] for t in trials)
+    assert "best_params" in (sweep / "optimization_results.yaml").read_text()

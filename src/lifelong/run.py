@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lifelong import config as config_checks
+from lifelong import continual_search
 from lifelong import distributed
 from lifelong import interrupt
 from lifelong import progress
@@ -142,7 +143,10 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         run_dir = Path(cfg.resume)  # a resumed run goes on writing into its own run dir
     elif checkpoints.has_state(run_dir):
         log.info("%s already holds a checkpoint (a requeued job): resuming from it", run_dir)
+    tuner = continual_search.build(cfg)  # search=continual: per-task lr and stability weight (state: in results)
+    tuner.check(method, scenario)
     state = restore(cfg, method, scenario, run_dir)
+    tuner.restore(method, None if state is None else state["results"])
     loggers, wandb_logger = make_loggers(cfg, run_dir)
     results = Results(len(scenario)) if state is None else Results.from_dict(state["results"])
     step_offset = 0 if state is None else state["step_offset"]
@@ -177,36 +181,52 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                               else "cpu")
         phase_index = 0
 
-        def fit(phase) -> None:
+        def fit(phase, module=None) -> None:
+            """One phase's Lightning fit of the method (or of `module`: a search try, which neither logs
+            nor leaves resume points)."""
             nonlocal step_offset, device, phase_index
+            trial, module = module is not None, module or method
             for logger in loggers:
                 logger.step_offset = step_offset
-            # Each epoch ends with a resume point; one left by an interrupted attempt is continued.
-            ckpt = checkpoints.phase_checkpoint(run_dir, task.id, phase_index, phase.name)
-            phase_index += 1
             options = OmegaConf.to_container(cfg.trainer, resolve=True)
-            bars = progress.callbacks(options, task.id, len(scenario), phase.name)
+            bars = progress.callbacks(options, task.id, len(scenario), f"{phase.name} (search)" if trial else phase.name)
+            # Each epoch ends with a resume point; one left by an interrupted attempt is continued.
+            ckpt = None if trial else checkpoints.phase_checkpoint(run_dir, task.id, phase_index, phase.name)
+            phase_index += 0 if trial else 1
             trainer = L.Trainer(
-                max_epochs=method.loop_length(phase.epochs), logger=loggers or False,
-                callbacks=[PhaseModes(), *phase.callbacks, checkpoints.EpochCheckpoint(ckpt), *bars,
-                           *extra_callbacks(cfg)], plugins=_cluster_plugins(),
-                enable_checkpointing=True, num_sanity_val_steps=0, default_root_dir=str(run_dir),
+                max_epochs=module.loop_length(phase.epochs), logger=False if trial else loggers or False,
+                callbacks=[PhaseModes(), *phase.callbacks, *([] if trial else [checkpoints.EpochCheckpoint(ckpt)]),
+                           *bars, *extra_callbacks(cfg)], plugins=_cluster_plugins(),
+                enable_checkpointing=not trial, num_sanity_val_steps=0, default_root_dir=str(run_dir),
                 **{"use_distributed_sampler": False, **options},
             )
-            ckpt_path = checkpoints.usable_checkpoint(ckpt)
+            ckpt_path = None if trial else checkpoints.usable_checkpoint(ckpt)
             if not isinstance(phase.data, torch.utils.data.DataLoader):
                 ids = list(range(task.id + 1)) if phase.data == "seen" else [task.id]
                 data = task_data(ids, task_seed)
-                data.train = method.phase_data(phase, data.train if isinstance(phase.data, str) else phase.data)
+                data.train = module.phase_data(phase, data.train if isinstance(phase.data, str) else phase.data)
                 data.rank, data.world_size = trainer.global_rank, trainer.world_size
                 if not phase.validate or len(data.val) == 0:
                     trainer.limit_val_batches = 0
-                trainer.fit(method, datamodule=data, ckpt_path=ckpt_path)
+                trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
             else:
-                trainer.fit(method, train_dataloaders=phase.data, ckpt_path=ckpt_path)
-            step_offset += trainer.global_step
+                trainer.fit(module, train_dataloaders=phase.data, ckpt_path=ckpt_path)
+            step_offset += 0 if trial else trainer.global_step
             device = trainer.strategy.root_device  # under DDP: this rank's GPU
 
+        def trial(lr: float, stability: float | None) -> float:
+            """search=continual: a copy of the method trained on this task with (lr, stability weight),
+            from the state and random state the method's own fit starts from; its accuracy on the task's
+            validation split."""
+            with continual_search.same_random_state():
+                candidate = continual_search.detached_copy(method, shared=scenario.tasks)
+                continual_search.apply(candidate, lr, stability)
+                candidate.fit_task(task, lambda phase: fit(phase, candidate))
+                candidate.to(device)
+                candidate.end_task(task, task_data([task.id], task_seed))
+                return validation.task_accuracy(candidate, task, device)
+
+        tuner.before_task(method, task, trial)
         method.fit_task(task, fit)
         method.to(device)
         method.end_task(task, task_data([task.id], task_seed))
@@ -227,7 +247,8 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             continue  # under DDP rank zero reports and checkpoints
         results.add(task.id, taw, tag, tag_all, task_id)
         results.add_variants(task.id, variants)
-        summary = report.summarize(results, {**_meta(cfg, scenario), **method.extra_results(), **val_results})
+        summary = report.summarize(results, {**_meta(cfg, scenario), **method.extra_results(), **val_results,
+                                             **tuner.results()})
         summary["title"] = _title(cfg, scenario, run_dir)
         with interrupt.deferred():  # the checkpoint first, then the results it covers: never the reverse
             checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,

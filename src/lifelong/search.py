@@ -36,6 +36,19 @@ class Validation:
         """Evaluate the tasks seen so far on their validation splits; the `val_*` entries of results.json."""
         if not self.enabled:
             return {}
+        taw, tag, tag_all, task_id = evaluate(method, self.tasks[: task.id + 1], self._batches(device),
+                                              self.cfg.eval.limit_batches)
+        self.results.add(task.id, taw, tag, tag_all, task_id)
+        out = self.results.as_dict()
+        return {PREFIX + k: v for k, v in out.items() if k not in ("n_tasks", "tasks_done")}
+
+    def task_accuracy(self, method, task, device) -> float:
+        """Task-aware accuracy on `task`'s validation split (what `val_acc_taw[t][t]` records; the
+        continual search's selection criterion, FACIL gridsearch.py)."""
+        taw, *_ = evaluate(method, [task], self._batches(device), self.cfg.eval.limit_batches)
+        return taw[0]
+
+    def _batches(self, device):
         cfg = self.cfg
 
         def val_batches(t):
@@ -43,10 +56,7 @@ class Validation:
             for x, y in distributed.shard(itertools.islice(loader, cfg.eval.limit_batches)):
                 yield t.augment(x.to(device)), y.to(device)
 
-        taw, tag, tag_all, task_id = evaluate(method, self.tasks[: task.id + 1], val_batches, cfg.eval.limit_batches)
-        self.results.add(task.id, taw, tag, tag_all, task_id)
-        out = self.results.as_dict()
-        return {PREFIX + k: v for k, v in out.items() if k not in ("n_tasks", "tasks_done")}
+        return val_batches
 
 
 def objective(cfg: DictConfig, summary: dict) -> float | None:

@@ -63,6 +63,10 @@ class ABD(ContinualMethod):
     keeps_old_model = True
     class_incremental_only = True  # old-vs-new class balancing and synthetic images of old classes
 
+    # search=continual decays mu from its strongest setting; no published start:
+    # the top of conf/hparams_search/abd_optuna.yaml, one decade above the official --mu 1e-1
+    stability_key, stability_start = "mu", 1.0
+
     def __init__(self, backbone: nn.Module, optimizer, scheduler=None, epochs: int = 1, ce_scope: str = "current", *,
                  mu: float = 0.1, class_balance: bool = True, balance_local_ce: bool = True,
                  ft_second_forward: bool = True, synthetic_batch_size: int | None = None, **synthesis):

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -116,6 +117,11 @@ def require_pretrained(backbone: nn.Module, method: str, random_backbone: bool) 
             f"or method.random_backbone=true to train on a frozen random network on purpose")
 
 
+def with_lr(factory: Callable, lr: float) -> Callable:
+    """An optimizer factory (`params -> Optimizer`, a Hydra `_partial_`) with its learning rate replaced."""
+    return functools.partial(factory, lr=lr)
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """Stop gradients and put the module in eval mode (BatchNorm statistics stay as they are)."""
     for p in module.parameters():
@@ -149,6 +155,12 @@ class ContinualMethod(L.LightningModule):
     # old classes) set this; `check_scenario` then refuses domain-incremental scenarios.
     class_incremental_only: bool = False
     validate_task_aware: bool = False  # validation accuracy on the current task's head (val/acc_taw)
+    # The continual hyperparameter framework (search=continual, lifelong.continual_search): the attribute
+    # (an __init__ argument) that weighs stability against plasticity, larger = more stable (LwF's lamb,
+    # EWC's lamb, ABD's mu, MIND's beta), and its strongest setting, where each task's search starts
+    # (cite its source). None: the method has no such weight and search=continual refuses it.
+    stability_key: str | None = None
+    stability_start: float | None = None
 
     def __init__(self, backbone: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
                  epochs: int = 1, ce_scope: str = "current", memory: nn.Module | None = None):
@@ -177,6 +189,12 @@ class ContinualMethod(L.LightningModule):
         """Called before training on `task`: by default adds the task's head."""
         self.task = task
         self.net.add_head(task.n_classes)
+
+    def set_learning_rate(self, lr: float) -> None:
+        """search=continual / schedule: train with learning rate `lr` from the next task on. By default the
+        `optimizer=` factory (the "train" phase's optimizer); methods that train with their own optimizers
+        set theirs."""
+        self.optimizer_factory = with_lr(self.optimizer_factory, lr)
 
     def phases(self, task: Task) -> list[Phase]:
         """The fits that make up training on `task`; by default one "train" phase."""

@@ -27,6 +27,9 @@ from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw,
 class E2E(ContinualMethod):
     keeps_old_model = True
 
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'eeil': lamb [10])
+    stability_key, stability_start = "lamb", 10.0
+
     def __init__(self, *args, memory_size: int = 2000, lamb: float = 1.0, T: float = 2.0,
                  lr_finetuning_factor: float = 0.1, finetuning_epochs: int = 40, noise_grad: bool = False,
                  batch_size: int = 128, **kwargs):

@@ -114,6 +114,10 @@ def fit_autoencoder(ae: AutoEncoder, features: torch.Tensor, labels: torch.Tenso
 class EBLL(LwF):
     keeps_old_model = True
 
+    # search=continual decays lamb from its strongest setting; CLsurvey src/methods/method.py (De Lange et al.):
+    # EBLL's reg_lambda starts at 10
+    stability_key, stability_start = "lamb", 10.0
+
     def __init__(self, *args, lamb: float = 1.0, T: float = 2.0, kd_scope: str = "concat", alpha: float = 1e-2,
                  code_reduction: str = "batchmean", warmup_epochs: int | None = None,
                  warmup_optimizer: Callable | None = None, code_size: int = 100, ae_rec_weight: float = 1e-6,

@@ -26,6 +26,9 @@ SAMPLING = ("true", "max_pred", "multinomial")
 
 
 class EWC(ContinualMethod):
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'ewc': lamb [10000])
+    stability_key, stability_start = "lamb", 10000.0
+
     def __init__(self, *args, lamb: float = 5000.0, alpha: float = 0.5, sampling: str = "max_pred",
                  num_samples: int = -1, **kwargs):
         super().__init__(*args, **kwargs)

@@ -29,6 +29,9 @@ def nme_scores(features: torch.Tensor, class_means: torch.Tensor) -> torch.Tenso
 class ICaRL(ContinualMethod):
     keeps_old_model = True
 
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'icarl': lamb [4])
+    stability_key, stability_start = "lamb", 4.0
+
     def __init__(self, *args, lamb: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         if self.memory is None:

@@ -66,6 +66,9 @@ def margin_ranking(cos: torch.Tensor, y: torch.Tensor, n_old: int, K: int, margi
 class LUCIR(ContinualMethod):
     keeps_old_model = True
 
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'lucir': lamda_base [10])
+    stability_key, stability_start = "lamb", 10.0
+
     def __init__(self, *args, memory_size: int = 2000, lamb: float = 5.0, lamb_mr: float = 1.0,
                  margin: float = 0.5, K: int = 2, less_forget: bool = True, margin_ranking: bool = True,
                  adapt_lamb: bool = True, batch_size: int = 128, **kwargs):

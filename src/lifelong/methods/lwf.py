@@ -22,6 +22,9 @@ KD_SCOPES = ("concat", "per_head")
 class LwF(ContinualMethod):
     keeps_old_model = True
 
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'lwf': lamb [10])
+    stability_key, stability_start = "lamb", 10.0
+
     def __init__(self, *args, lamb: float = 1.0, T: float = 2.0, kd_scope: str = "concat", **kwargs):
         super().__init__(*args, **kwargs)
         if kd_scope not in KD_SCOPES:

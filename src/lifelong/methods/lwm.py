@@ -40,6 +40,9 @@ def attention_distillation(q: torch.Tensor, q_old: torch.Tensor) -> torch.Tensor
 class LwM(ContinualMethod):
     keeps_old_model = True
 
+    # search=continual decays beta from its strongest setting (FACIL gridsearch_config.py 'lwm': beta [2])
+    stability_key, stability_start = "beta", 2.0
+
     def __init__(self, *args, beta: float = 1.0, gamma: float = 1.0, T: float = 2.0,
                  gradcam_layer: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -20,6 +20,9 @@ from lifelong.methods.base import ContinualMethod
 
 
 class MAS(ContinualMethod):
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'mas': lamb [400])
+    stability_key, stability_start = "lamb", 400.0
+
     def __init__(self, *args, lamb: float = 1.0, alpha: float = 0.5, num_samples: int = -1, **kwargs):
         super().__init__(*args, **kwargs)
         self.lamb = lamb  # FACIL mas.py default 1 ("MAS.ipynb block [4]: lambda set to 1", Eq. 3)

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
-from lifelong.methods.base import ContinualMethod, Phase
+from lifelong.methods.base import ContinualMethod, Phase, with_lr
 from lifelong.models.gated import (FREE, MAX_TASKS, BatchNormSnapshots, allocate, batchnorm_layers,
                                    batchnorm_state, gate_layers, gated_layers, he_normal_, select,
                                    set_batchnorm_state)
@@ -83,6 +83,10 @@ class MIND(ContinualMethod):
     """MIND. The run-wide `optimizer`, `scheduler` and `epochs` are not used: each phase has its own."""
 
     model_phase, subnetwork_phase = "teacher", "distill"  # phase names: dense model, then sub-network
+
+    # search=continual decays beta from its strongest setting; no published start:
+    # the top of conf/hparams_search/mind_optuna.yaml, 4x the official --distill_beta 5
+    stability_key, stability_start = "beta", 20.0
 
     def __init__(self, backbone: nn.Module, optimizer: Callable | None = None, scheduler: Callable | None = None,
                  epochs: int = 1, *, n_tasks: int, n_classes: int | None = None, teacher: str = "fresh",
@@ -195,6 +199,11 @@ class MIND(ContinualMethod):
         teacher = IncrementalNet(backbone)
         teacher.heads.append(head)
         return teacher
+
+    def set_learning_rate(self, lr: float) -> None:
+        """search=continual: the distillation phase's learning rate (the phase whose loss beta weighs; the
+        teacher keeps its own)."""
+        self.distill_optimizer = with_lr(self.distill_optimizer, lr)
 
     def phases(self, task: Task) -> list[Phase]:
         return [

@@ -24,6 +24,9 @@ from lifelong.methods.ewc import EWC
 
 
 class RWalk(EWC):
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'r_walk': lamb [20])
+    stability_key, stability_start = "lamb", 20.0
+
     def __init__(self, *args, lamb: float = 1.0, alpha: float = 0.5, damping: float = 0.1,
                  sampling: str = "max_pred", num_samples: int = -1, **kwargs):
         # FACIL r_walk.py defaults: lamb 1 (Eq. 5 and 8: "lambda being less sensitive to the number

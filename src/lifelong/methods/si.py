@@ -18,6 +18,9 @@ from lifelong.methods.base import ContinualMethod
 
 
 class SI(ContinualMethod):
+    # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'path_integral': lamb [10])
+    stability_key, stability_start = "lamb", 10.0
+
     def __init__(self, *args, lamb: float = 0.1, damping: float = 0.1, **kwargs):
         super().__init__(*args, **kwargs)
         self.lamb = lamb  # FACIL path_integral.py default 0.1: the trade-off c of Eq. 4 ("1e-3 < c < 0.1")
