@@ -70,16 +70,22 @@ def test_lucir_margin_ranking_by_hand():
 
 
 
-@pytest.mark.parametrize("method", ["bic"])  # its held-out set, bias layers and exemplars
-def test_resume_after_a_task_is_bit_identical(run, stopped_and_resumed, method):
-    overrides = (f"method={method}", "memory.size=40", "method.bias_epochs=2")[: 3 if method == "bic" else 2]
+@pytest.mark.parametrize("method, overrides, mid_task", [
+    ("bic", ("memory.size=40", "method.bias_epochs=2"), False),  # held-out memory, bias layers, exemplars
+    ("der", ("memory.size=40", "epochs=2", "trainer.limit_train_batches=2"), True),  # a reservoir filled online, with its logits payloads
+])
+def test_resume_is_bit_identical(run, stopped_and_resumed, method, overrides, mid_task):
+    overrides = (f"method={method}", *overrides)
     _, full_dir = run(*overrides)
-    stopped = stopped_and_resumed(*overrides)
+    stopped = stopped_and_resumed(*overrides, mid_task=mid_task)
     keys = ("acc_taw", "acc_tag", "memory")
     assert {k: results(stopped)[k] for k in keys} == {k: results(full_dir)[k] for k in keys}
     a = torch.load(stopped / checkpoints.LAST, weights_only=False)["state_dict"]
     b = torch.load(full_dir / checkpoints.LAST, weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+    # BiC: 3 training exemplars per class (1 of its 4 is held out); DER: a full reservoir with logits
+    assert len(a["memory.labels"]) == (30 if method == "bic" else 40)
+    assert method != "der" or a["memory.payload_logits"].abs().sum() > 0
 
 
 @pytest.mark.slow
