@@ -28,7 +28,9 @@ API (what methods code against):
 - State: every tensor is a buffer (resized to the saved shapes when a state_dict is loaded), the
   memory's own random generator state included, and the per-task stats are extra state, so a
   checkpoint restores it bit-identically. Under DDP `update` broadcasts rank zero's result and
-  `add_batch` gathers every rank's slice first, so every rank holds the same memory.
+  `add_batch` gathers every rank's slice first, so every rank holds the same memory; `sample` draws
+  the same items on every rank and returns this rank's slice of them (the ranks split a replay
+  batch as they split the task's batches).
 """
 from __future__ import annotations
 
