@@ -40,9 +40,13 @@ def main() -> None:
         name, overrides = spec.split("=", 1)
         run_config(out / name, *TINY, "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp_find_unused_parameters_true",
                    *overrides.split(","))
-        memory = getattr(built[-1], "memory", None)
-        if memory is not None:  # every rank's memory after the last task, for tests/test_rehearsal.py
-            state = {k: v.cpu() for k, v in memory.state_dict().items() if k != "_extra_state"}
+        from lifelong.memory import ExemplarMemory
+
+        # every rank's exemplar memories (BiC has two) after the last task, for tests/test_ddp.py
+        state = {f"{module_name}.{k}": v.cpu() for module_name, module in built[-1].named_modules()
+                 if isinstance(module, ExemplarMemory)
+                 for k, v in module.state_dict().items() if k != "_extra_state"}
+        if state:
             torch.save(state, out / name / f"memory_rank{os.environ.get('LOCAL_RANK', '0')}.pt")
         print(f"done {name}", flush=True)
 

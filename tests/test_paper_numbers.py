@@ -82,3 +82,20 @@ def test_figure_labels_drop_shared_overrides_and_name_the_method_first():
     rows = [Row("experiment=b method=lwf"),
             Row("experiment=b method.synthesis_batch_size=32 method.synthesis_iters=200 method=abd")]
     assert short_labels(rows) == ["method=lwf", "method=abd (+2 overrides)"]
+
+
+def test_the_abd_coreset_rows_match_runs_with_a_memory(tmp_path):
+    def entry(name, *overrides):
+        overrides = ["experiment=abd_cifar100", "scenario.n_tasks=10", *overrides]
+        write_run(tmp_path / name, compose_config(tmp_path / "unused", *overrides), overrides, [0.3], [0.3])
+        return paper_entry(tmp_path / name)
+
+    naive = entry("naive", "method=finetune", "memory=random")  # Naive Rehearsal: 2,000 stored images
+    assert naive["mean"] == 24.0 and "with 2000 image coreset" in naive["source"]
+    base = entry("base", "method=finetune")  # no memory: the no-coreset table
+    assert base["mean"] == 8.8 and "no coreset" in base["source"]
+    assert entry("lwf", "method=lwf", "memory=random")["mean"] == 27.4
+    assert entry("e2e", "method=e2e", "memory=random")["mean"] == 38.4
+    bic = entry("bic", "method=bic")  # its own memory (random), 2,000 images
+    assert bic["mean"] == 45.9 and bic["std"] == 1.8
+    assert yaml.safe_load((tmp_path / "bic" / ".hydra" / "config.yaml").read_text())["memory"]["size"] == 2000

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lifelong import resume as checkpoints
+from lifelong.memory import ExemplarMemory
 from lifelong.methods.bic import BiasLayer, BiC
 from lifelong.methods.lucir import margin_ranking
 from lifelong.models.backbones import mlp
@@ -22,21 +23,30 @@ def results(run_dir) -> dict:
     ("lucir", []),
 ])
 def test_method_runs_end_to_end_and_keeps_its_memory_budget(run, method, extra):
-    summary, run_dir = run(f"method={method}", "method.memory_size=40", *extra)
+    summary, run_dir = run(f"method={method}", "memory.size=40", *extra)
     assert summary["tasks_done"] == 3 and 0 < summary["final_avg_acc_taw"] <= 1
-    memory = results(run_dir)["memory"]
+    history = results(run_dir)["memory"]
+    assert len(history) == 3  # the shared memory's stats after every task
+    memory = history[-1]
     assert memory["total"] <= 40 and memory["bytes"] >= memory["total"] * 64  # 8x8 uint8 images
-    counts = [c for c in memory["per_class"] if c]
-    if method in ("der", "derpp"):  # reservoir: full, any mix of classes
-        assert memory["total"] == 40
+    counts = list(memory["per_class"].values())
+    if method in ("der", "derpp"):  # reservoir: full, any mix of classes, logits stored beside the images
+        assert memory["total"] == 40 and memory["bytes"] >= 40 * (64 + 8 + 4 * 10)
     elif method == "bic":  # 40 // 10 = 4 per class: 1 held out (ceil 10 %), 3 kept for training
-        assert counts == [3] * 10 and results(run_dir)["held_out"]["per_class"] == [1] * 10
+        assert counts == [3] * 10 and list(results(run_dir)["held_out"][-1]["per_class"].values()) == [1] * 10
     else:  # class-balanced: 40 // 10 per class after the last task
         assert counts == [4] * 10
 
 
+def test_rehearsal_methods_refuse_to_run_without_a_memory(run):
+    for method in ("der", "bic", "e2e", "lucir"):  # a ConfigError (Hydra's instantiate wraps it; the CLI unwraps it)
+        with pytest.raises(Exception, match=f"method={method} needs an exemplar memory"):
+            run(f"method={method}", "memory=none")
+
+
 def test_bic_bias_layers_correct_each_head_by_hand():
-    method = BiC(backbone=mlp(1, 8, (16,)), optimizer=functools.partial(torch.optim.SGD, lr=0.1))
+    method = BiC(backbone=mlp(1, 8, (16,)), optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+                 memory=ExemplarMemory("random", size=20))
     for sizes in (2, 3):
         method.net.add_head(sizes)
         method.bias_layers.append(BiasLayer())
@@ -60,16 +70,22 @@ def test_lucir_margin_ranking_by_hand():
 
 
 
-@pytest.mark.parametrize("method", ["bic"])  # its held-out set, bias layers and exemplars
-def test_resume_after_a_task_is_bit_identical(run, stopped_and_resumed, method):
-    overrides = (f"method={method}", "method.memory_size=40", "method.bias_epochs=2")[: 3 if method == "bic" else 2]
+@pytest.mark.parametrize("method, overrides, mid_task", [
+    ("bic", ("memory.size=40", "method.bias_epochs=2"), False),  # held-out memory, bias layers, exemplars
+    ("der", ("memory.size=40", "epochs=2", "trainer.limit_train_batches=2"), True),  # a reservoir filled online, with its logits payloads
+])
+def test_resume_is_bit_identical(run, stopped_and_resumed, method, overrides, mid_task):
+    overrides = (f"method={method}", *overrides)
     _, full_dir = run(*overrides)
-    stopped = stopped_and_resumed(*overrides)
+    stopped = stopped_and_resumed(*overrides, mid_task=mid_task)
     keys = ("acc_taw", "acc_tag", "memory")
     assert {k: results(stopped)[k] for k in keys} == {k: results(full_dir)[k] for k in keys}
     a = torch.load(stopped / checkpoints.LAST, weights_only=False)["state_dict"]
     b = torch.load(full_dir / checkpoints.LAST, weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+    # BiC: 3 training exemplars per class (1 of its 4 is held out); DER: a full reservoir with logits
+    assert len(a["memory.labels"]) == (30 if method == "bic" else 40)
+    assert method != "der" or a["memory.payload_logits"].abs().sum() > 0
 
 
 @pytest.mark.slow
@@ -77,8 +93,8 @@ def test_der_and_bic_beat_finetune_on_split_digits(run):
     # The README's measured setting: 5 tasks of 2 digits, MLP, 5 epochs, a 200-image memory.
     common = ("experiment=quickstart", "epochs=5", "logger=none", "trainer.enable_progress_bar=false")
     finetune, _ = run("method=finetune", *common, tiny=False)
-    der, _ = run("method=der", "method.memory_size=200", *common, tiny=False)
-    bic, _ = run("method=bic", "method.memory_size=200", "method.bias_epochs=50", *common, tiny=False)
+    der, _ = run("method=der", "memory.size=200", *common, tiny=False)
+    bic, _ = run("method=bic", "memory.size=200", "method.bias_epochs=50", *common, tiny=False)
     base = finetune["final_avg_acc_tag"]
     assert der["final_avg_acc_tag"] > base + 0.15, (der["final_avg_acc_tag"], base)
     assert bic["final_avg_acc_tag"] > base + 0.15, (bic["final_avg_acc_tag"], base)

@@ -121,7 +121,8 @@ def paper_entry(run_dir: Path) -> dict | None:
     for entry in block.get("results") or []:
         if entry.get("method") == method and all(
                 _lookup(config, key) == value for key, value in (entry.get("setting") or {}).items()):
-            return {**entry, "source": block.get("source", ""), "metric": block.get("metric", "final_avg_acc_tag")}
+            # an entry may name its own source (another table of the same paper)
+            return {"source": block.get("source", ""), **entry, "metric": block.get("metric", "final_avg_acc_tag")}
     return None
 
 

@@ -5,7 +5,7 @@ API (what methods code against):
     memory = ExemplarMemory(selection="herding", size=2000, per_class=None)
     memory.update(task_train, classes, features=f, logits=g)   # after a task (the base class does it)
     memory.add_batch(x_uint8, y, logits=...)                    # online (reservoir, greedy): one batch
-    memory.sample(n, generator=None) -> MemorySample(x, y, payloads, index)   # random items
+    memory.sample(n, generator=None) -> MemorySample(x, y, payloads, index)   # random items (this rank's share)
     memory.as_imageset() -> ImageSet                            # every item, on the CPU
     memory.images, memory.labels, memory.payload(name)          # the stored tensors
     len(memory), memory.class_counts(), memory.stats()          # stats(): for results.json
@@ -28,7 +28,9 @@ API (what methods code against):
 - State: every tensor is a buffer (resized to the saved shapes when a state_dict is loaded), the
   memory's own random generator state included, and the per-task stats are extra state, so a
   checkpoint restores it bit-identically. Under DDP `update` broadcasts rank zero's result and
-  `add_batch` gathers every rank's slice first, so every rank holds the same memory.
+  `add_batch` gathers every rank's slice first, so every rank holds the same memory; `sample` draws
+  the same items on every rank and returns this rank's slice of them (the ranks split a replay
+  batch as they split the task's batches).
 """
 from __future__ import annotations
 
@@ -122,10 +124,15 @@ class ExemplarMemory(nn.Module):
                 "min_per_class": min(counts.values(), default=0), "max_per_class": max(counts.values(), default=0)}
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> MemorySample:
-        """`min(n, len)` distinct random items (Mammoth `Buffer.get_data`); the memory's own generator
-        by default, so every DDP rank draws the same items."""
+        """`min(n, len)` distinct random items (Mammoth `Buffer.get_data`), drawn with the memory's own
+        generator by default, so every DDP rank draws the same items; each rank then keeps its slice
+        of them (as the runner slices every global batch, `distributed.RankSlice`), so the ranks
+        together replay the batch one process would."""
         gen = generator or self.generator
         index = torch.randperm(len(self), generator=gen)[: min(n, len(self))].to(self.labels.device)
+        world, rank = distributed.world_size(), distributed.rank()
+        if len(index) >= world > 1:
+            index = index[rank * len(index) // world: (rank + 1) * len(index) // world]
         return MemorySample(self.images[index], self.labels[index],
                             {k: self.payload(k)[index] for k in self.payload_names}, index)
 
@@ -155,12 +162,13 @@ class ExemplarMemory(nn.Module):
 
     @torch.no_grad()
     def update(self, task_train: ImageSet, classes: Sequence[int], features: Callable | None = None,
-               logits: Callable | None = None) -> None:
+               logits: Callable | None = None, per_class: int | None = None) -> None:
         """After a task: add its classes' exemplars from `task_train` (uint8 images, global labels),
         shrink the old classes to the new per-class budget, record the stats.
 
         `features(x_uint8) -> [B, D]` (herding) and `logits(x_uint8) -> [B, n_seen]` (entropy,
-        distance) run the model on a batch of raw images.
+        distance) run the model on a batch of raw images. `per_class` overrides the budget for this
+        update (BiC keeps part of each class's share out of the training memory).
         """
         if not isinstance(task_train, ImageSet):
             raise ConfigError("memory= needs an in-memory dataset (uint8 ImageSet: digits, mnist, cifar); "
@@ -172,14 +180,14 @@ class ExemplarMemory(nn.Module):
                 i = order[start : start + self.batch_size]
                 self.add_batch(task_train.x[i], task_train.y[i], gather=False)
         else:
-            self._select(task_train, classes, features, logits)
+            self._select(task_train, classes, features, logits, per_class)
         self.rng_state = self.generator.get_state().to(self.labels.device)
         distributed.broadcast(self._resize_like_rank0())
         self.generator.set_state(self.rng_state.cpu())
         self.record()
 
-    def _select(self, data: ImageSet, classes, features, logits) -> None:
-        m = self.capacity_per_class(int(self.n_classes))
+    def _select(self, data: ImageSet, classes, features, logits, per_class: int | None = None) -> None:
+        m = self.capacity_per_class(int(self.n_classes)) if per_class is None else per_class
         device = self.labels.device
         keep = torch.cat([torch.nonzero(self.labels == c).flatten()[:m] for c in self.labels.unique()]
                          or [torch.zeros(0, dtype=torch.long, device=device)])
@@ -296,3 +304,14 @@ class ExemplarMemory(nn.Module):
 
     def set_extra_state(self, state) -> None:
         self.history, self.payload_names = list(state["history"]), list(state["payload_names"])
+
+
+def require(memory: ExemplarMemory | None, method: str, selections: Sequence[str] | None = None,
+            default: str = "random") -> ExemplarMemory:
+    """A method's check, at construction, that it got a memory (of one of `selections`)."""
+    if memory is None or (selections is not None and memory.selection not in selections):
+        got = "memory=none" if memory is None else f"memory={memory.selection}"
+        valid = f"one of {list(selections)}" if selections is not None else f"e.g. memory={default}"
+        raise ConfigError(f"method={method} needs an exemplar memory ({valid}; its config selects "
+                          f"memory={default}), got {got}")
+    return memory

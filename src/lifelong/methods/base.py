@@ -228,10 +228,11 @@ class ContinualMethod(L.LightningModule):
         if self.memory is not None:
             self.update_memory(task)
 
-    def update_memory(self, task: Task) -> None:
-        """After a task: the memory selects exemplars of its classes with the model as it is now (eval
-        mode, no augmentation; FACIL selects with the test transform). Methods that fill the memory
-        online (ER, DER) override this with `self.memory.record()`."""
+    def update_memory(self, task: Task, train=None, per_class: int | None = None) -> None:
+        """After a task: the memory selects exemplars of its classes (from `train`, default the task's
+        training split; `per_class` overrides the budget) with the model as it is now (eval mode, no
+        augmentation; FACIL selects with the test transform). Methods that fill the memory online
+        (ER, DER) override this with `self.memory.record()`."""
         device = next(self.net.parameters()).device
 
         def features(x):
@@ -241,7 +242,8 @@ class ContinualMethod(L.LightningModule):
             return self.net(task.augment(x.to(device)))
 
         with self.eval_mode():
-            self.memory.update(task.train, list(task.class_range), features=features, logits=logits)
+            self.memory.update(task.train if train is None else train, list(task.class_range), features=features,
+                               logits=logits, per_class=per_class)
 
     @contextlib.contextmanager
     def eval_mode(self):

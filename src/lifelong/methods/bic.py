@@ -8,7 +8,10 @@ z* the frozen model of the previous task (through the old bias layers). Stage 1 
 on the task's data (less the held-out share) plus the training exemplars; stage 2 ("bias" phase)
 trains only the new task's alpha and beta, on a held-out set with equally many images of every
 seen class: for each new class the first `val_exemplar_fraction` of its budget is taken out of
-training (FACIL), and old classes keep that many of their held-out images.
+training (FACIL), and old classes keep that many of their held-out images. Both sets are
+`ExemplarMemory`s (`lifelong.memory`): the training exemplars are the shared memory (`memory=`,
+`memory.size` the total budget, held-out share included), the held-out images a second one; the
+held-out set reaches the "bias" phase as its `data`.
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from torch.nn import functional as F
 from lifelong.data.datasets import ImageSet
 from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
+from lifelong.data.datamodule import concat
 from lifelong.losses import distillation
+from lifelong.memory import ExemplarMemory, require
 from lifelong.methods.base import ContinualMethod, Phase
-from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
 
 
 class BiasLayer(nn.Module):
@@ -41,19 +45,20 @@ class BiasLayer(nn.Module):
 class BiC(ContinualMethod):
     keeps_old_model = True
 
-    def __init__(self, *args, memory_size: int = 2000, val_exemplar_fraction: float = 0.1,
-                 bias_epochs: int = 200, bias_lr: float = 0.1, beta_l2: float = 0.1, T: float = 2.0,
-                 lamb: float | None = None, batch_size: int = 128, **kwargs):
+    def __init__(self, *args, val_exemplar_fraction: float = 0.1, bias_epochs: int = 200, bias_lr: float = 0.1,
+                 beta_l2: float = 0.1, T: float = 2.0, lamb: float | None = None, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL bic.py criterion: CE over every head
         super().__init__(*args, **kwargs)
-        memory_size = adopt_shared_budget(self, memory_size)
-        if memory_size <= 0:
-            raise ConfigError(f"method.memory_size={memory_size} must be positive: BiC needs exemplars "
-                              "(FACIL bic.py asserts it)")
+        # FACIL bic.py asserts exemplars; Sec. 6.1: CIFAR-100, 2,000 exemplars
+        require(self.memory, "bic")
+        if self.memory.per_class is not None:
+            raise ConfigError(f"memory.per_class={self.memory.per_class}: method=bic splits a total budget "
+                              f"(memory.size) into training and held-out exemplars; set memory.per_class=null")
         if not 0 < val_exemplar_fraction < 1:
             raise ConfigError(f"method.val_exemplar_fraction={val_exemplar_fraction} must be in (0, 1)")
-        self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Sec. 6.1: CIFAR-100, 2,000 exemplars
-        self.held_out = ExemplarBuffer(memory_size, seed=1)  # stage-2 images, outside the training budget
+        # The stage-2 images: a second memory, outside the training one (random: it is filled from the
+        # first n_val images of each new class, all of which it keeps)
+        self.held_out = ExemplarMemory("random", size=self.memory.size, batch_size=self.memory.batch_size)
         # FACIL bic.py --val-exemplar-percentage 0.1; Sec. 6.1: "train/validation split on the exemplars is 9:1"
         self.val_exemplar_fraction = val_exemplar_fraction
         # FACIL bic.py --num-bias-epochs 200: "epochs_per_eval=100 and epoch_val_times=2" in the original code
@@ -63,14 +68,13 @@ class BiC(ContinualMethod):
         self.beta_l2 = beta_l2  # FACIL bic.py: "in their code, they apply a 0.1 * L2-loss to ... beta"
         self.T = T  # Sec. 6.2: "The temperature scalar T in Eq. 1 is set to 2"
         self.lamb = lamb  # None: Sec. 3 "lambda is set to n / (n + m)" (FACIL lamb=-1)
-        self.batch_size = batch_size
         self.bias_layers = nn.ModuleList()
         self._train_split: ImageSet | None = None
 
     # ----------------------------------------------------------------- budget and data
     def split_budget(self, n_seen_classes: int) -> tuple[int, int]:
         """(training exemplars, held-out images) per class; FACIL bic.py Stage 0."""
-        per_class = self.exemplars.size // n_seen_classes
+        per_class = self.memory.size // n_seen_classes
         n_val = math.ceil(self.val_exemplar_fraction * per_class)
         return per_class - n_val, n_val
 
@@ -79,45 +83,35 @@ class BiC(ContinualMethod):
         self.bias_layers.append(BiasLayer().to(self.net.heads[0].weight.device))
 
     def fit_task(self, task: Task, fit) -> None:
-        # Stage 0 (idempotent, so that a resumed task rebuilds the same split): the first n_val images
-        # of each new class are held out; old classes keep n_val of theirs.
-        n_seen = task.offset + task.n_classes
-        _, n_val = self.split_budget(n_seen)
-        held_x, held_y = [], []
-        for c in range(n_seen):
-            index = (self.held_out.labels == c).nonzero().flatten()[:n_val]
-            if c >= task.offset and len(index) == 0:
-                held_x.append(task.train.x[(task.train.y == c).nonzero().flatten()[:n_val]])
-                held_y.append(torch.full((len(held_x[-1]),), c, dtype=torch.long))
-            else:
-                held_x.append(self.held_out.images[index].cpu())
-                held_y.append(self.held_out.labels[index].cpu())
-        self.held_out.set(torch.cat(held_x), torch.cat(held_y))
-        keep = torch.ones(len(task.train), dtype=torch.bool)
+        # Stage 0: the first n_val images of each new class go to the held-out memory (old classes keep
+        # n_val of theirs); the rest is the task's training split. Runs again when a task resumes
+        # mid-way: the state it starts from (after the previous task) is restored, so it is the same.
+        _, n_val = self.split_budget(task.offset + task.n_classes)
+        held = torch.zeros(len(task.train), dtype=torch.bool)
         for c in task.class_range:
-            keep[(task.train.y == c).nonzero().flatten()[:n_val]] = False
-        self._train_split = task.train.subset(keep.nonzero().flatten())
+            held[(task.train.y == c).nonzero().flatten()[:n_val]] = True
+        self.held_out.update(task.train.subset(held.nonzero().flatten()), list(task.class_range), per_class=n_val)
+        self._train_split = task.train.subset((~held).nonzero().flatten())
         super().fit_task(task, fit)
 
     def phases(self, task: Task) -> list[Phase]:
-        train = self._train_split
-        if len(self.exemplars):
-            exemplars = self.exemplars.as_imageset()
-            train = ImageSet(torch.cat([train.x, exemplars.x]), torch.cat([train.y, exemplars.y]))
-        phases = [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
-                        data=shuffled_batches(train, self.batch_size), parameters=self.net.parameters)]
+        # "train": the training split plus the training exemplars (`phase_data`)
+        phases = [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory, data=self._train_split,
+                        parameters=self.net.parameters)]
         if task.id > 0:
             bias = lambda params: torch.optim.SGD(params, lr=self.bias_lr, momentum=0.9)
-            phases.append(Phase("bias", self.bias_epochs, bias, None,
-                                data=shuffled_batches(self.held_out.as_imageset(), self.batch_size),
+            phases.append(Phase("bias", self.bias_epochs, bias, None, data=self.held_out.as_imageset(),
                                 parameters=self.bias_layers[task.id].parameters, validate=False))
         return phases
 
-    def end_task(self, task: Task, data) -> None:
-        super().end_task(task, data)  # the frozen previous model
+    def phase_data(self, phase, train):
+        if phase.name == "train" and self.has_exemplars():
+            return concat([train, self.memory.as_imageset()])
+        return train
+
+    def update_memory(self, task: Task) -> None:
         per_class, _ = self.split_budget(task.offset + task.n_classes)
-        self.exemplars.keep_class_balanced(self._train_split, task.class_range, task.offset + task.n_classes,
-                                        per_class=per_class)
+        super().update_memory(task, train=self._train_split, per_class=per_class)
 
     def frozen_modules(self):
         yield from super().frozen_modules()
@@ -137,7 +131,6 @@ class BiC(ContinualMethod):
         return torch.cat([layer(z) for layer, z in zip(self.bias_layers, blocks)], dim=1)
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = augment_raw(self.task, x)
         if self.phase is not None and self.phase.name == "bias":
             with torch.no_grad():
                 logits = self.net(x)
@@ -162,5 +155,5 @@ class BiC(ContinualMethod):
         return self.bias_forward(self.net(x))
 
     def extra_results(self) -> dict:
-        return {"memory": self.exemplars.stats(), "held_out": self.held_out.stats(),
+        return {**super().extra_results(), "held_out": self.held_out.history,
                 "bias": [[layer.alpha.item(), layer.beta.item()] for layer in self.bias_layers]}

@@ -2,12 +2,14 @@
 
     L = CE(h(f(x)), y) + alpha * || h(f(x')) - z' ||^2 ,   (x', z') ~ M
 
-M is a reservoir buffer of past inputs x' (raw, augmented when replayed) and the logits z' the model
-gave them when they were seen. The CE covers every seen class (Mammoth's single head over all
-classes). Here the network grows a head per task, so a stored z' has as many entries as classes
-were seen when it was stored; it is zero-padded to the current width. Mammoth's full-width output
-stores the (low) logits of classes not yet seen as well, and the MSE holds them there; the zeros do
-that job here (with `method.mask_unseen=true` only the stored entries count: forgets more on digits).
+M is the reservoir memory (`memory=reservoir`, `lifelong.memory`) of past inputs x' (raw uint8,
+augmented when replayed) with the logits z' the model gave them when they were seen, kept as the
+memory's per-sample payload `logits` (and `width`, how many of them were real). The CE covers every
+seen class (Mammoth's single head over all classes). Here the network grows a head per task, so a
+stored z' has as many entries as classes were seen when it was stored; the memory zero-pads it to
+the current width. Mammoth's full-width output stores the (low) logits of classes not yet seen as
+well, and the MSE holds them there; the zeros do that job here (with `method.mask_unseen=true` only
+the stored entries count: forgets more on digits).
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import torch
 from torch.nn import functional as F
 
 from lifelong.data.scenario import Task
-from lifelong.methods.base import ContinualMethod, Phase
-from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
+from lifelong.memory import require
+from lifelong.methods.base import ContinualMethod
 
 
 def logit_mse(outputs: torch.Tensor, stored: torch.Tensor, widths: torch.Tensor, mask_unseen: bool) -> torch.Tensor:
@@ -30,41 +32,42 @@ def logit_mse(outputs: torch.Tensor, stored: torch.Tensor, widths: torch.Tensor,
 
 
 class DER(ContinualMethod):
-    def __init__(self, *args, alpha: float = 0.3, memory_size: int = 2000, batch_size: int = 32,
-                 buffer_batch_size: int | None = None, mask_unseen: bool = False, **kwargs):
+    def __init__(self, *args, alpha: float = 0.3, buffer_batch_size: int = 32, mask_unseen: bool = False,
+                 **kwargs):
         kwargs["ce_scope"] = "seen"  # Mammoth: one head over every class
         super().__init__(*args, **kwargs)
-        memory_size = adopt_shared_budget(self, memory_size)
+        require(self.memory, type(self).__name__.lower(), ("reservoir",), default="reservoir")
         # Mammoth utils/best_args.py L901: seq-cifar100, buffer 2000 -> alpha 0.3 (also seq-cifar10, all buffers)
         self.alpha = alpha
-        self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Mammoth --buffer_size; 2000 as in FACIL's CIFAR-100 setting
-        self.batch_size = batch_size
-        # Mammoth main.py L436: --minibatch_size (buffer batch) is the batch size unless given
-        self.buffer_batch_size = buffer_batch_size or batch_size
+        # Mammoth --minibatch_size: the buffer batch (best_args: = batch_size, 32, in every DER entry)
+        self.buffer_batch_size = buffer_batch_size
         self.mask_unseen = mask_unseen  # False: zero targets for classes unseen at storage (see above)
 
-    def phases(self, task: Task) -> list[Phase]:
-        # Raw batches of the task only: the loss stores them un-augmented (Mammoth's not_aug_inputs).
-        return [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
-                      data=shuffled_batches(task.train, self.batch_size))]
+    def phase_data(self, phase, train):
+        return train  # the memory is a separate stream, drawn in loss_terms
 
     def replay(self):
-        x, y, z, widths = self.exemplars.sample(self.buffer_batch_size)
-        return augment_raw(self.task, x), y, z, widths
+        """A buffer batch (this rank's share), augmented like the stream: images, labels, logits, widths."""
+        buf = self.memory.sample(self.buffer_batch_size)
+        device = self.net.heads[0].weight.device
+        x = self.task.augment(buf.x.to(device), train=True)
+        return x, buf.y.to(device), buf.payloads["logits"].to(device), buf.payloads["width"].flatten().to(device)
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        raw = x
-        logits = self.net(augment_raw(self.task, x))
+        raw_x, raw_y = self.raw_batch
+        logits = self.net(x)
         terms = {"ce": self.cross_entropy(logits, y)}
-        if len(self.exemplars):
+        if len(self.memory):
             bx, _, bz, widths = self.replay()
             terms["der"] = self.alpha * logit_mse(self.net(bx), bz, widths, self.mask_unseen)
         terms.update(self.buffer_terms())
-        self.exemplars.reservoir_add(raw, y, logits.detach())  # after sampling, as Mammoth adds after the step
+        if self.training:  # after sampling, as Mammoth adds after the step: the not-augmented stream
+            width = torch.full((len(raw_y), 1), logits.shape[1], dtype=torch.long, device=logits.device)
+            self.memory.add_batch(raw_x, raw_y, logits=logits.detach(), width=width)
         return terms
 
     def buffer_terms(self) -> dict[str, torch.Tensor]:
         return {}
 
-    def extra_results(self) -> dict:
-        return {"memory": self.exemplars.stats()}
+    def update_memory(self, task: Task) -> None:
+        self.memory.record()  # filled online during training

@@ -2,7 +2,8 @@
 
     L = CE(h(f(x)), y) + alpha * || h(f(x')) - z' ||^2 + beta * CE(h(f(x'')), y'') ,   (x', z'), (x'', y'') ~ M
 
-DER (`lifelong.methods.der`) plus a second, independent buffer batch replayed with its labels.
+DER (`lifelong.methods.der`) plus a second, independent batch of the reservoir memory replayed with
+its labels.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class DERpp(DER):
         self.beta = beta
 
     def buffer_terms(self) -> dict[str, torch.Tensor]:
-        if not len(self.exemplars):
+        if not len(self.memory):
             return {}
         bx, by, _, _ = self.replay()  # a second draw, as Mammoth's second get_data
         return {"buffer_ce": self.beta * self.cross_entropy(self.net(bx), by)}

@@ -9,7 +9,9 @@ each new class as the memory holds per old class), distilling every head, new on
 the model as it left "train" (Sec. 4.4, "a temporary distillation loss for the new classes").
 FACIL distils heads `range(t - 1)` / `range(t)` in the two phases and draws as many new images in
 total as there are exemplars; here the paper's reading is followed (all old heads / all heads; equally
-many per class). After the task the memory keeps `memory_size // n_seen` random images per class.
+many per class). Exemplars: the shared memory (`memory=`, random by default as FACIL's
+`--exemplar-selection`; `memory.size // n_seen` per class after each task); the balanced set is a
+phase `data` set the method builds, served by the runner like the task's data.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from torch.nn import functional as F
 
 from lifelong.data.datasets import ImageSet
 from lifelong.data.scenario import Task
+from lifelong.memory import require
 from lifelong.methods.base import ContinualMethod, Phase, freeze
-from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
 
 
 class E2E(ContinualMethod):
@@ -30,13 +32,11 @@ class E2E(ContinualMethod):
     # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'eeil': lamb [10])
     stability_key, stability_start = "lamb", 10.0
 
-    def __init__(self, *args, memory_size: int = 2000, lamb: float = 1.0, T: float = 2.0,
-                 lr_finetuning_factor: float = 0.1, finetuning_epochs: int = 40, noise_grad: bool = False,
-                 batch_size: int = 128, **kwargs):
+    def __init__(self, *args, lamb: float = 1.0, T: float = 2.0, lr_finetuning_factor: float = 0.1,
+                 finetuning_epochs: int = 40, noise_grad: bool = False, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL eeil.py criterion: CE over every head
         super().__init__(*args, **kwargs)
-        memory_size = adopt_shared_budget(self, memory_size)
-        self.exemplars = ExemplarBuffer(memory_size, seed=0)  # Sec. 5: CIFAR-100 with 2,000 exemplars
+        require(self.memory, "e2e")  # Sec. 5: CIFAR-100 with 2,000 exemplars
         self.lamb = lamb  # FACIL eeil.py --lamb 1: "trade-off between the terms of Eq. 1 -- L = L_C + lamb * L_D"
         self.T = T  # Sec. 4.2 / FACIL: "we set T to 2 for all our experiments"
         # Sec. 5: training starts at lr 0.1, "the same reduction ... except that the starting rate is 0.01"
@@ -45,22 +45,20 @@ class E2E(ContinualMethod):
         self.finetuning_epochs = finetuning_epochs  # FACIL eeil.py --nepochs-finetuning 40
         # Sec. 5 gradient noise (eta 0.3, gamma 0.55); FACIL eeil.py --noise-grad, off by default
         self.noise_grad = noise_grad
-        self.batch_size = batch_size
 
     def phases(self, task: Task) -> list[Phase]:
-        train = task.train
-        if len(self.exemplars):
-            exemplars = self.exemplars.as_imageset()
-            train = ImageSet(torch.cat([train.x, exemplars.x]), torch.cat([train.y, exemplars.y]))
-        phases = [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
-                        data=shuffled_batches(train, self.batch_size))]
+        # "train": the task's data plus the exemplars (`phase_data`); "balanced": the set built here
+        phases = [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory)]
         if task.id > 0:
             phases.append(Phase("balanced", self.finetuning_epochs, self.finetuning_optimizer, self.scheduler_factory,
-                                data=shuffled_batches(self.balanced_set(task), self.batch_size)))
+                                data=self.balanced_set(task)))
         return phases
 
     def balanced_set(self, task: Task) -> ImageSet:
-        exemplars = self.exemplars.as_imageset()
+        """The exemplars plus as many random training images of each new class as the memory holds per
+        old class. The draw uses torch's RNG, which the runner seeds per task: the same set on every
+        DDP rank and after a resume."""
+        exemplars = self.memory.as_imageset()
         per_class = len(exemplars) // max(task.offset, 1)
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
         xs, ys = [exemplars.x], [exemplars.y]
@@ -86,7 +84,6 @@ class E2E(ContinualMethod):
         self.phase = None
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = augment_raw(self.task, x)
         logits = self.net(x)
         terms = {"ce": self.cross_entropy(logits, y)}
         if self.old_net is not None:
@@ -108,9 +105,3 @@ class E2E(ContinualMethod):
             if p.grad is not None:
                 p.grad.add_(torch.randn_like(p.grad) * scale)
 
-    def end_task(self, task: Task, data) -> None:
-        super().end_task(task, data)
-        self.exemplars.keep_class_balanced(task.train, task.class_range, task.offset + task.n_classes)
-
-    def extra_results(self) -> dict:
-        return {"memory": self.exemplars.stats()}

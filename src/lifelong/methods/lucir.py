@@ -9,7 +9,8 @@ constraint on the features of the frozen previous model f* with the adaptive
 lamb_t = lamb * sqrt(n_old / n_new) (Eqs. 6-7); the margin ranking loss on exemplars of old classes
 against their K highest-scoring new classes (Eq. 8). With less-forget, the old heads are frozen
 (FACIL, from the original code). The last ReLU of a CIFAR ResNet is removed (Sec. 4.1). Training data:
-the task plus the exemplars; afterwards `memory_size // n_seen` random images per class are kept.
+the task plus the exemplars of the shared memory (`memory=`, random by default, as FACIL's
+`--exemplar-selection`; `memory.size // n_seen` per class after each task).
 """
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lifelong.data.datasets import ImageSet
 from lifelong.data.scenario import Task
-from lifelong.methods.base import ContinualMethod, Phase
+from lifelong.memory import require
+from lifelong.methods.base import ContinualMethod
 from lifelong.models.backbones import CifarResNet
-from lifelong.rehearsal import ExemplarBuffer, adopt_shared_budget, augment_raw, shuffled_batches
 
 
 class CosineLinear(nn.Module):
@@ -69,19 +69,16 @@ class LUCIR(ContinualMethod):
     # search=continual decays lamb from its strongest setting (FACIL gridsearch_config.py 'lucir': lamda_base [10])
     stability_key, stability_start = "lamb", 10.0
 
-    def __init__(self, *args, memory_size: int = 2000, lamb: float = 5.0, lamb_mr: float = 1.0,
-                 margin: float = 0.5, K: int = 2, less_forget: bool = True, margin_ranking: bool = True,
-                 adapt_lamb: bool = True, batch_size: int = 128, **kwargs):
+    def __init__(self, *args, lamb: float = 5.0, lamb_mr: float = 1.0, margin: float = 0.5, K: int = 2,
+                 less_forget: bool = True, margin_ranking: bool = True, adapt_lamb: bool = True, **kwargs):
         kwargs["ce_scope"] = "seen"  # FACIL lucir.py: CE over every head
         super().__init__(*args, **kwargs)
-        memory_size = adopt_shared_budget(self, memory_size)
-        self.exemplars = ExemplarBuffer(memory_size, seed=0)
+        require(self.memory, "lucir")
         self.lamb = lamb  # Sec. 4.1: "lambda base is set to 5 for CIFAR100" (FACIL --lamb 5)
         self.lamb_mr = lamb_mr  # FACIL --lamb-mr 1: "set to 1 in the original code"
         self.margin = margin  # Sec. 4.1: "m is set to 0.5" (FACIL --dist)
         self.K = K  # Sec. 4.1: "K is set to 2"
         self.less_forget, self.use_margin_ranking, self.adapt_lamb = less_forget, margin_ranking, adapt_lamb
-        self.batch_size = batch_size
         self.sigma = nn.Parameter(torch.ones(1))  # FACIL CosineLinear: sigma initialised to 1, shared
         backbone = self.net.backbone
         if isinstance(backbone, CifarResNet):  # Sec. 4.1: "the ReLU in the penultimate layer is removed"
@@ -101,16 +98,7 @@ class LUCIR(ContinualMethod):
         n_old, n_new = self.task.offset, self.task.n_classes
         return self.lamb * math.sqrt(n_old / n_new) if self.adapt_lamb else self.lamb  # Eq. 7
 
-    def phases(self, task: Task) -> list[Phase]:
-        train = task.train
-        if len(self.exemplars):
-            exemplars = self.exemplars.as_imageset()
-            train = ImageSet(torch.cat([train.x, exemplars.x]), torch.cat([train.y, exemplars.y]))
-        return [Phase("train", self.epochs, self.optimizer_factory, self.scheduler_factory,
-                      data=shuffled_batches(train, self.batch_size))]
-
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = augment_raw(self.task, x)
         features = self.net.features(x)
         cos = self.net.head_logits(features)
         terms = {"ce": F.cross_entropy(self.sigma * cos, y)}
@@ -124,10 +112,6 @@ class LUCIR(ContinualMethod):
             terms["margin_ranking"] = self.lamb_mr * margin_ranking(cos, y, self.task.offset, self.K, self.margin)
         return terms
 
-    def end_task(self, task: Task, data) -> None:
-        super().end_task(task, data)
-        self.exemplars.keep_class_balanced(task.train, task.class_range, task.offset + task.n_classes)
-
     def task_aware_logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         start, size = self.net.offsets[task_id], self.net.task_sizes[task_id]
         return self.task_agnostic_logits(x)[:, start : start + size]
@@ -136,4 +120,4 @@ class LUCIR(ContinualMethod):
         return self.sigma * self.net(x)
 
     def extra_results(self) -> dict:
-        return {"memory": self.exemplars.stats(), "sigma": self.sigma.item()}
+        return {**super().extra_results(), "sigma": self.sigma.item()}
