@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def load_tinyimagenet(root: Path, download: bool = False) -> tuple[ImageSet, Ima
                     arrays = {k: stored[k] for k in ("train_x", "train_y", "test_x", "test_y")}
                 else:
                     log.info("TinyImageNet: %s was made from other files; decoding again", cache)
-        except (OSError, ValueError, KeyError) as error:  # a truncated or foreign file: decode again
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # a truncated or foreign file: decode again
             log.warning("TinyImageNet: ignoring unreadable cache %s (%s)", cache, error)
     if arrays is None:
         log.info("TinyImageNet: decoding %d JPEGs once; the uint8 arrays are cached in %s", len(train) + len(val),
