@@ -182,3 +182,13 @@ def test_abd_imagenet_end_to_end(run, tmp_path):
     assert summary["tasks_done"] == 2 and summary["task_classes"] == [[0, 1], [2, 3]]
     results = json.loads((out / "results.json").read_text())
     assert len(results["acc_tag_all"]) == 2
+
+
+def test_exemplar_memory_on_file_backed_data_is_refused_before_training(run, tmp_path, monkeypatch):
+    from lifelong.methods.base import ContinualMethod
+
+    write_imagenet(tmp_path / "imagenet", ["n01000000", "n02000000"], n_train=2)
+    monkeypatch.setattr(ContinualMethod, "fit_task", lambda *a: pytest.fail("trained before refusing"))
+    with pytest.raises(ConfigError, match="memory=none"):
+        run("dataset=imagenet", f"paths.data_root={tmp_path}", "dataset.n_classes=2", "scenario.n_tasks=2",
+            "backbone=convnet", "method=finetune", "memory=random", "logger=none", tiny=False)

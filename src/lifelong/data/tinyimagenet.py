@@ -11,8 +11,8 @@ The labelled validation split is the test split (its `test/` images carry no lab
 ABD's code (ABD `dataloaders/loader.py` iTinyIMNET). Class ids are the positions of the wnids in sorted
 order (ABD: `sorted(os.listdir(train_dir))`; torchvision's ImageFolder order).
 
-Decoding the 110,000 JPEGs takes about a minute, so the decoded arrays are cached once next to the data,
-in `tiny-imagenet-200/lifelong-uint8-cache.npz` (about 1.4 GB, uncompressed so that it loads in seconds),
+Decoding the 110,000 JPEGs is slow, so the decoded arrays are cached once next to the data, in
+`tiny-imagenet-200/lifelong-uint8-cache.npz` (about 1.35 GB, uncompressed so that loading is a plain read),
 written atomically (a temporary file renamed into place). The cache records the file list it was made
 from; a folder whose listing changed is decoded again. Where the folder is read-only the images are
 decoded every run (a warning says so).
