@@ -37,7 +37,7 @@ log = logging.getLogger("lifelong")
 
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-CACHE = "lifelong-uint8-cache.npz"
+CACHE = "lifelong-uint8-cache.npz"  # holds fingerprint, train_x/test_x [N, 3, 64, 64] uint8, train_y/test_y
 SIZE = 64
 
 
@@ -150,11 +150,13 @@ def load_tinyimagenet(root: Path, download: bool = False) -> tuple[ImageSet, Ima
     if arrays is None:
         log.info("TinyImageNet: decoding %d JPEGs once; the uint8 arrays are cached in %s", len(train) + len(val),
                  cache)
-        arrays = {"train_x": decode_all(folder, train), "train_y": np.array([y for _, y in train], dtype=np.int64),
-                  "test_x": decode_all(folder, val), "test_y": np.array([y for _, y in val], dtype=np.int64)}
+        # stored as [N, 3, 64, 64], the ImageSet layout, so that loading the cache copies nothing
+        arrays = {"train_x": np.ascontiguousarray(decode_all(folder, train).transpose(0, 3, 1, 2)),
+                  "train_y": np.array([y for _, y in train], dtype=np.int64),
+                  "test_x": np.ascontiguousarray(decode_all(folder, val).transpose(0, 3, 1, 2)),
+                  "test_y": np.array([y for _, y in val], dtype=np.int64)}
         _save_atomically(cache, fingerprint=np.array(fingerprint), **arrays)
     return tuple(
-        ImageSet(torch.from_numpy(arrays[f"{s}_x"]).permute(0, 3, 1, 2).contiguous(),
-                 torch.from_numpy(arrays[f"{s}_y"]), list(wnids))
+        ImageSet(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(arrays[f"{s}_y"]), list(wnids))
         for s in ("train", "test")
     )
