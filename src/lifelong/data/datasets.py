@@ -206,7 +206,22 @@ def load_digits(root: Path | None = None, download: bool = False, test_fraction:
     )
 
 
-# name -> loader(root, download) -> (train, test)
+def load_tinyimagenet(root: Path, download: bool = False):
+    from lifelong.data.tinyimagenet import load_tinyimagenet as load
+
+    return load(root, download)
+
+
+def load_imagenet(root: Path, download: bool = False, config=None):
+    """ImageNet and its class subsets (ImageNet-100): file-backed `ImageFiles`, not in memory."""
+    from lifelong.data.imagenet import load_imagenet as load
+
+    return load(root, download, config)
+
+
+load_imagenet.wants_config = True
+
+# name -> loader(root, download) -> (train, test); a loader with `wants_config` also gets the dataset config
 DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
     "cifar100": load_cifar,
     "cifar10": load_cifar10,
@@ -214,6 +229,9 @@ DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
     "fashion_mnist": load_fashion_mnist,
     "svhn": load_svhn,
     "digits": load_digits,
+    "tinyimagenet": load_tinyimagenet,
+    "imagenet": load_imagenet,
+    "imagenet100": load_imagenet,
 }
 
 
@@ -230,8 +248,12 @@ CONFIGURED = {"core50": ("image_size", "split", "train_sessions", "test_sessions
 
 
 def load_dataset(name: str, root: str | Path, download: bool = True, options=None) -> tuple[ImageSet, ImageSet]:
-    """`options`: the dataset config; the keys in `CONFIGURED[name]` it holds go to the loader."""
+    """`options`: the dataset config. The keys in `CONFIGURED[name]` it holds go to the loader; a loader
+    marked `wants_config` (the file-backed ImageNet ones) gets the whole config."""
     if name not in DATASETS:
         raise ConfigError(f"dataset.name={name!r} is unknown; valid choices: {sorted(DATASETS)}")
+    loader = DATASETS[name]
     extra = {k: options[k] for k in CONFIGURED.get(name, ()) if options is not None and k in options}
-    return DATASETS[name](Path(root).expanduser().absolute(), download=download, **extra)
+    if getattr(loader, "wants_config", False):
+        extra["config"] = options
+    return loader(Path(root).expanduser().absolute(), download=download, **extra)

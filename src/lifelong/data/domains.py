@@ -135,6 +135,9 @@ def domain_incremental(dataset, data_root: str, seed: int, n_tasks: int, domain:
         raise ConfigError(f"dataset={dataset['name']} is domain-incremental by its recording sessions: "
                           f"use scenario.domain=sessions (not {domain})")
     train, test = load_dataset(dataset["name"], data_root, download=dataset.get("download", True), options=dataset)
+    if not isinstance(train, ImageSet):
+        raise ConfigError(f"scenario=domain_incremental permutes or rotates in-memory images; dataset="
+                          f"{dataset['name']} is file-backed: use scenario=class_incremental")
     scenario = build_domain_scenario(train, test, domain, n_tasks, seed, max_angle, val_fraction, permutation_seed,
                                      n_classes=dataset["n_classes"])
     return with_dataset_augment(scenario, dataset, f"{dataset['name']}-{domain}")

@@ -26,7 +26,7 @@ ICARL_1993 = [
     11, 12, 47, 25, 30, 46, 62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29, 49, 57,
     33,
 ]
-NAMED_ORDERS = ("random", "natural", "icarl1993")
+NAMED_ORDERS = ("random", "natural", "icarl1993", "numpy")
 
 
 @dataclass
@@ -92,7 +92,9 @@ def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:
     - "random": Python's `random.seed(seed); random.shuffle(list(range(n)))`, the order ABD's
       official code draws for seed r (`trainer.py`), so its paper orders come out by default.
     - "natural": 0, 1, ..., n-1.
-    - "icarl1993": the fixed CIFAR-100 order of iCaRL, FACIL and PyCIL.
+    - "icarl1993": the fixed CIFAR-100 order of iCaRL, FACIL and PyCIL (also their ImageNet-100 order).
+    - "numpy": `np.random.seed(seed); np.random.shuffle(np.arange(n))`, MIND's TinyImageNet order
+      (`utils/tiny_imagenet_dset.py:94-98` per the MIND spec), assuming no numpy draw before it.
     """
     if order is None or order == "random":
         classes = list(range(n_classes))
@@ -100,6 +102,8 @@ def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:
         return classes
     if order == "natural":
         return list(range(n_classes))
+    if order == "numpy":
+        return [int(c) for c in np.random.RandomState(seed).permutation(n_classes)]
     if order == "icarl1993":
         if n_classes != 100:
             raise ConfigError(
@@ -178,6 +182,13 @@ def class_incremental(dataset, data_root: str, seed: int, n_tasks: int, nc_first
         class_order = list(class_order)
     scenario = build_scenario(train, test, n_tasks, nc_first_task, class_order, val_fraction, seed,
                               n_classes=dataset["n_classes"])
+    if not isinstance(train, ImageSet):  # file-backed (ImageNet): workers transform, validation as the test split
+        from lifelong.data.sequence import Prepared
+
+        for task in scenario.tasks:
+            task.val = task.val.with_transform(test.transform)
+            task.augment, task.name = Prepared(), f"{dataset['name']}-{task.id}"
+        return scenario
     return with_dataset_augment(scenario, dataset, dataset["name"])
 
 

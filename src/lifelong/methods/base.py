@@ -184,6 +184,11 @@ class ContinualMethod(L.LightningModule):
                 f"but scenario=domain_incremental repeats the same classes each task; use scenario=class_incremental "
                 f"or a method that handles shared label spaces (finetune, joint, lwf, ewc, mind, ...)"
             )
+        from lifelong.data.datasets import ImageSet
+
+        if getattr(self, "memory", None) is not None and any(not isinstance(t.train, ImageSet) for t in scenario):
+            raise ConfigError("memory= keeps exemplars as uint8 images in memory, but this dataset is file-backed "
+                              "(imagenet, imagenet100, image folders); use memory=none or an in-memory dataset")
 
     def begin_task(self, task: Task) -> None:
         """Called before training on `task`: by default adds the task's head."""

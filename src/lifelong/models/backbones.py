@@ -71,11 +71,19 @@ class CifarResNet(nn.Module):
     - "abd": convs and heads `kaiming_normal_` with its defaults (fan-in, gain sqrt(2)), BatchNorm and
       head biases PyTorch's defaults (ABD `models/resnet.py`, `_weights_init` applied to Conv2d and Linear).
     The head part is carried out by `IncrementalNet.add_head`, which reads `head_init`.
+
+    `feature_grid` g: the last feature map is average-pooled to g x g cells and flattened, so the features
+    have `64 * g * g` dimensions. g = 1 is global average pooling (every source on 32x32 inputs); MIND's
+    TinyImageNet/Core50 network keeps `AvgPool2d(8)` on the 16x16 map of 64x64 inputs, a 2x2 grid: 256-d
+    features, "64 * e with e = 4" (MIND spec, models/gated_resnet32.py:139-150), i.e. g = 2.
     """
 
     def __init__(self, blocks_per_stage: int, in_channels: int = 3, shortcut: str = "A", widths=(16, 32, 64),
-                 init: str = "facil"):
+                 init: str = "facil", feature_grid: int = 1):
         super().__init__()
+        if int(feature_grid) < 1:
+            raise ConfigError(f"backbone.feature_grid={feature_grid} must be a positive integer (1: global pooling)")
+        self.feature_grid = int(feature_grid)
         if shortcut not in ("A", "B"):
             raise ConfigError(f"backbone.shortcut={shortcut!r} is unknown; valid choices: ['A', 'B']")
         if init not in RESNET32_INITS:
@@ -91,7 +99,7 @@ class CifarResNet(nn.Module):
                 in_planes = planes
             layers.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3 = layers
-        self.out_dim = widths[-1]
+        self.out_dim = widths[-1] * self.feature_grid ** 2
         self.init, self.head_init = init, ("kaiming_normal" if init == "abd" else "default")
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and init == "abd":
@@ -105,12 +113,14 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return F.adaptive_avg_pool2d(x, self.feature_grid).flatten(1)
 
 
-def resnet32(in_channels: int = 3, shortcut: str = "A", init: str = "facil", **_) -> CifarResNet:
-    """ResNet-32 for 32x32 inputs: 6n+2 layers with n = 5; `init` as the source's code (CifarResNet)."""
-    return CifarResNet(5, in_channels, shortcut, init=init)
+def resnet32(in_channels: int = 3, shortcut: str = "A", init: str = "facil", feature_grid: int = 1,
+             blocks_per_stage: int = 5, **_) -> CifarResNet:
+    """ResNet-32 for 32x32 inputs: 6n+2 layers with n = `blocks_per_stage` = 5; `init` as the source's code
+    (CifarResNet). n = 2 is the network ABD's code calls `resnet18` (models/resnet.py L115-116)."""
+    return CifarResNet(int(blocks_per_stage), in_channels, shortcut, init=init, feature_grid=feature_grid)
 
 
 def _load_weights(name: str, weights: str | None):

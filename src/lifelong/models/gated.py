@@ -115,13 +115,14 @@ def select(module: nn.Module, task: int | None, nested: bool = True) -> None:
         layer.select(task, nested)
 
 
-def gated_resnet32(in_channels: int = 3, shortcut: str = "A", **_) -> nn.Module:
+def gated_resnet32(in_channels: int = 3, shortcut: str = "A", feature_grid: int = 1, **_) -> nn.Module:
     """MIND's `gresnet32`: the CIFAR ResNet-32 with every convolution gated.
 
     Convolutions are bias-free and the default option-A shortcut has no parameters, so the gated
-    convolutions and the BatchNorm layers are the whole network.
+    convolutions and the BatchNorm layers are the whole network. `feature_grid=2` is MIND's TinyImageNet and
+    Core50 width: 256-d features from 64x64 inputs (`CifarResNet`).
     """
-    return gate_layers(resnet32(in_channels, shortcut))
+    return gate_layers(resnet32(in_channels, shortcut, feature_grid=feature_grid))
 
 
 # ---------------------------------------------------------------------------------------- allocation
