@@ -127,24 +127,24 @@ def test_imagenet_files_are_listed_not_decoded_and_transformed_per_sample(tmp_pa
     write_imagenet(tmp_path / "imagenet", wnids)
     (tmp_path / "imagenet" / "train" / "README.txt").write_text("not a class")
     config = {"name": "imagenet", "n_classes": 3, "image_size": 32, "resize": 36}
-    train, test = load_dataset("imagenet", tmp_path, config=config)
+    train, test = load_dataset("imagenet", tmp_path, options=config)
     assert isinstance(train, imagenet.ImageFiles) and (len(train), len(test)) == (9, 3)
     assert train.class_names == sorted(wnids) and train.y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     x, y = test[2]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 2
     # An explicit list keeps its order (class id = position) and may name a subset.
-    train, _ = load_dataset("imagenet", tmp_path, config={**config, "n_classes": 2, "classes": ["n03000000", "n01000000"]})
+    train, _ = load_dataset("imagenet", tmp_path, options={**config, "n_classes": 2, "classes": ["n03000000", "n01000000"]})
     assert len(train) == 6 and "n03000000" in train.paths[0] and train.y.tolist() == [0, 0, 0, 1, 1, 1]
     with pytest.raises(ConfigError, match="dataset.n_classes=3"):
-        load_dataset("imagenet", tmp_path, config={**config, "classes": ["n03000000"]})
+        load_dataset("imagenet", tmp_path, options={**config, "classes": ["n03000000"]})
 
 
 def test_imagenet_missing_or_incomplete_names_the_layout(tmp_path):
     with pytest.raises(DatasetNotFound, match="train/<wnid>"):
-        load_dataset("imagenet", tmp_path, config={"name": "imagenet"})
+        load_dataset("imagenet", tmp_path, options={"name": "imagenet"})
     write_imagenet(tmp_path / "imagenet", ["n01000000"])
     with pytest.raises(DatasetNotFound, match="n02000000"):
-        load_dataset("imagenet", tmp_path, config={"name": "imagenet", "classes": ["n01000000", "n02000000"]})
+        load_dataset("imagenet", tmp_path, options={"name": "imagenet", "classes": ["n01000000", "n02000000"]})
 
 
 def test_imagenet100_is_lucirs_seed_1993_draw():
