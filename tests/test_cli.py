@@ -191,3 +191,42 @@ def test_sigterm_ends_the_run_with_a_resume_line_that_works(tmp_path):
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads(results.read_text())["status"] == "complete"
+
+
+# The GPU-present side of the hardware check, with the GPU count given to `validate.check` (this
+# machine may have none); the composed configs are the real ones of `hardware=gpu` / `hardware=ddp`.
+GPU_CASES = [
+    (["hardware=gpu"], 1, None),
+    (["hardware=gpu"], 0, "trainer.accelerator=gpu but this machine has no usable GPU; run on CPU with hardware=cpu"),
+    (["hardware=gpu", "trainer.devices=2"], 1, "trainer.devices=2 but this machine has 1 GPU; use trainer.devices=1 or fewer"),
+    (["hardware=ddp", "trainer.devices=3"], 2, "trainer.devices=3 but this machine has 2 GPUs; use trainer.devices=2 or fewer"),
+    (["hardware=ddp", "trainer.devices=3"], 4, None),
+    (["hardware=ddp", "trainer.devices=[0,1,2]"], 2, "trainer.devices=[0, 1, 2] but this machine has 2 GPUs"),
+    (["hardware=ddp"], 8, None),  # devices=auto: every GPU there is
+    (["hardware=ddp", "trainer.devices=3"], 0, "no usable GPU; run on CPU processes with trainer.accelerator=cpu"),
+    (["hardware=ddp", "trainer.devices=3", "trainer.accelerator=cpu"], 0, None),  # the fix the line gives
+]
+
+
+@pytest.mark.parametrize("args,gpus,expected", GPU_CASES, ids=[f"{' '.join(a)} on {g} GPUs" for a, g, _ in GPU_CASES])
+def test_hardware_check_with_a_given_gpu_count(tmp_path, args, gpus, expected):
+    from conftest import compose_config
+
+    from lifelong import validate
+    from lifelong.errors import ConfigError
+
+    cfg = compose_config(tmp_path / "run", *args)
+    if expected is None:
+        validate.check(cfg, tmp_path / "run", gpus=gpus)
+    else:
+        with pytest.raises(ConfigError) as error:
+            validate.check(cfg, tmp_path / "run", gpus=gpus)
+        assert expected in str(error.value)
+
+
+def test_the_gpu_count_without_torch_agrees_with_torch():
+    import torch
+
+    from lifelong import validate
+
+    assert validate.gpu_count() == (torch.cuda.device_count() if torch.cuda.is_available() else 0)

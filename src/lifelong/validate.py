@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -209,8 +210,11 @@ def _writable(path: Path) -> tuple[bool, Path]:
     return True, probe
 
 
-def check(cfg: DictConfig, run_dir: Path | None = None) -> None:
-    """Every check of the composed config that needs no dataset or model (raises ConfigError)."""
+def check(cfg: DictConfig, run_dir: Path | None = None, gpus: int | None = None) -> None:
+    """Every check of the composed config that needs no dataset or model (raises ConfigError).
+
+    `gpus`: the GPUs this machine has (None: ask `gpu_count()`); a parameter so that the GPU-present
+    path of the hardware check can be tested on a machine without one."""
     _integer(cfg, "seed")
     for key in ("epochs", "batch_size", "eval.batch_size"):
         _integer(cfg, key, minimum=1)
@@ -234,7 +238,7 @@ def check(cfg: DictConfig, run_dir: Path | None = None) -> None:
             elif "lr_scheduler" in str(node._target_):
                 check_scheduler(node, f"method.{name}")
     check_logger(cfg)
-    check_trainer(cfg)
+    check_trainer(cfg, gpus)
     check_scenario(cfg)
     check_paths(cfg, run_dir)
 
@@ -247,7 +251,7 @@ def check_logger(cfg: DictConfig) -> None:
             raise ConfigError(f"logger.wandb.mode={mode!r} is unknown; valid choices: {list(WANDB_MODES)}")
 
 
-def check_trainer(cfg: DictConfig) -> None:
+def check_trainer(cfg: DictConfig, gpus: int | None = None) -> None:
     accelerator = _get(cfg, "trainer.accelerator")
     if accelerator not in ACCELERATORS:
         raise ConfigError(f"trainer.accelerator={accelerator!r} is unknown; valid choices: {list(ACCELERATORS)}")
@@ -258,7 +262,7 @@ def check_trainer(cfg: DictConfig) -> None:
     if not (devices == "auto" or (isinstance(devices, int) and devices >= 1) or OmegaConf.is_list(devices)):
         raise ConfigError(f"trainer.devices={devices!r} must be a positive integer, a list of device ids or auto")
     if accelerator in ("gpu", "cuda"):
-        count = gpu_count()
+        count = gpu_count() if gpus is None else gpus
         if count == 0:
             fix = ("run on CPU processes with trainer.accelerator=cpu" if _get(cfg, "trainer.strategy")
                    else "run on CPU with hardware=cpu")
@@ -269,8 +273,17 @@ def check_trainer(cfg: DictConfig) -> None:
                               f"{'s' if count != 1 else ''}; use trainer.devices={count} or fewer")
 
 
+# Device nodes of a GPU driver (NVIDIA, AMD ROCm, WSL): without any of them torch sees no GPU either.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def gpu_count() -> int:
-    """CUDA devices torch can use (imports torch only; no CUDA context is created)."""
+    """CUDA devices torch can use. On Linux without a GPU driver's device node the answer is 0
+    without importing torch (seconds saved on an error); otherwise torch counts (no CUDA context)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_DEVICE_NODES):
+        return 0
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
