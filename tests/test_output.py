@@ -1,9 +1,8 @@
-"""What a run leaves for a reader: permissions, progress lines, plot titles, debug loop lengths."""
+"""What a run leaves for a reader: permissions, progress lines, plot titles (debug loop lengths: tests/test_smoke_loops.py)."""
 from __future__ import annotations
 
 import os
 import stat
-
 
 
 def test_result_files_respect_the_umask(run):

@@ -23,6 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from lifelong.errors import ConfigError
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+WANDB_FORBIDDEN = "/\\#?%:"
+
+
+def _wandb_name(value) -> str:
+    name = "".join("-" if c in WANDB_FORBIDDEN else c for c in str(value))[:128].strip("-")
+    return name or "lifelong"
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto", "mps")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "transformer-engine")
 # Hydra's own command-line flags that take a value: with these we leave the command line to Hydra.
@@ -249,6 +255,13 @@ def check_logger(cfg: DictConfig) -> None:
         mode = wandb.get("mode", "auto")
         if mode not in WANDB_MODES:
             raise ConfigError(f"logger.wandb.mode={mode!r} is unknown; valid choices: {list(WANDB_MODES)}")
+        for key in ("project", "entity", "id"):  # W&B refuses these characters (wandb_settings.validate_project)
+            value = wandb.get(key)
+            bad = sorted({c for c in str(value) if c in WANDB_FORBIDDEN}) if value is not None else []
+            if bad or (value is not None and not 0 < len(str(value)) <= 128):
+                what = (f"contains {' '.join(repr(c) for c in bad)}, which W&B refuses in names (any of "
+                        f"{' '.join(WANDB_FORBIDDEN)})" if bad else "must have 1 to 128 characters")
+                raise ConfigError(f"logger.wandb.{key}={value!r} {what}; e.g. logger.wandb.{key}={_wandb_name(value)}")
 
 
 def check_trainer(cfg: DictConfig, gpus: int | None = None) -> None:
@@ -308,6 +321,9 @@ def check_paths(cfg: DictConfig, run_dir: Path | None) -> None:
     resume = cfg.get("resume")
     if resume:
         resume = Path(str(resume))
+        if resume.exists() and not resume.is_dir():
+            raise ConfigError(f"resume={resume} is a file, not a run directory; give the directory an earlier run "
+                              f"printed as `run dir:`")
         if not resume.is_dir():
             raise ConfigError(f"resume={resume} does not exist; give the run directory of an earlier run "
                               f"(outputs/runs/<date>/<time>_<method>_<id>), or leave resume= out to start a new run")
