@@ -246,6 +246,10 @@ def check(cfg: DictConfig, run_dir: Path | None = None, gpus: int | None = None)
     check_logger(cfg)
     check_trainer(cfg, gpus)
     check_scenario(cfg)
+    check_memory(cfg)
+    threads = cfg.get("torch_threads")
+    if threads not in (None, "auto") and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"torch_threads={threads!r} must be a positive integer, auto (one per core) or null")
     check_paths(cfg, run_dir)
 
 
@@ -315,6 +319,29 @@ def check_scenario(cfg: DictConfig) -> None:
         problem = class_order_problem(list(order), n_classes)
         if problem:
             raise ConfigError(f"scenario.class_order {problem}")
+    if isinstance(order, str) and isinstance(n_classes, int):
+        from lifelong.splits import named_order_problem
+
+        problem = named_order_problem(order, n_classes)
+        if problem:
+            raise ConfigError(problem)
+    fraction = _get(cfg, "scenario.val_fraction")
+    if fraction is not None and not (_number(fraction) and 0 <= fraction < 1):
+        raise ConfigError(f"scenario.val_fraction={fraction} must be in [0, 1)")
+
+
+def check_memory(cfg: DictConfig) -> None:
+    """The exemplar budget (the same checks as `ExemplarMemory`, before torch is imported)."""
+    memory = cfg.get("memory")
+    if not OmegaConf.is_dict(memory) or "_target_" not in memory:
+        return
+    size, per_class = memory.get("size"), memory.get("per_class")
+    if per_class is None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError(f"memory.size={size!r} must be a positive integer (or set memory.per_class)")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
+                                  or memory.get("selection") == "reservoir"):
+        raise ConfigError(f"memory.per_class={per_class!r}: needs a positive integer and a class-balanced "
+                          f"selection (not reservoir); or memory.per_class=null with memory.size")
 
 
 def check_paths(cfg: DictConfig, run_dir: Path | None) -> None:
