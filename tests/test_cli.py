@@ -170,8 +170,13 @@ def test_bad_input_is_one_clear_message_before_training(tmp_path, args, expected
         args = [a(tmp_path) if callable(a) else a for a in args]
         _bad_input(tmp_path, args, expected)
     finally:
-        if os.geteuid() == 0 and (tmp_path / "read_only").exists():
-            subprocess.run(["chattr", "-i", str(tmp_path / "read_only")], capture_output=True)
+        unfreeze(tmp_path)
+
+
+def unfreeze(tmp_path: Path) -> None:
+    """Undo `_run_dir_read_only`'s chattr +i, so that the folder can be removed."""
+    if os.geteuid() == 0 and (tmp_path / "read_only").exists():
+        subprocess.run(["chattr", "-i", str(tmp_path / "read_only")], capture_output=True)
 
 
 def _bad_input(tmp_path, args, expected):
@@ -187,6 +192,18 @@ def _bad_input(tmp_path, args, expected):
     resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     if resume and (Path(resume) / "train.log").is_file():  # an existing run: the error is in its log too
         assert expected in (Path(resume) / "train.log").read_text()
+
+
+def test_docs_errors_lists_every_case_with_its_message():
+    """docs/errors.md (written by scripts/error_table.py) is the table above, in order, with its messages."""
+    rows = [line for line in (ROOT / "docs" / "errors.md").read_text().splitlines() if line.startswith("| `python")]
+    assert len(rows) == len(BAD_INPUT), "docs/errors.md is out of date: run python scripts/error_table.py"
+    for row, case in zip(rows, BAD_INPUT):
+        args, expected = case.values if hasattr(case, "values") else case
+        command, message = row.split("` | `", 1) if " (" not in row.split(" | ")[0] else row.split(" | `", 1)
+        plain = " ".join(a for a in args if isinstance(a, str))
+        assert plain in command.replace("\\|", "|") and expected in message.replace("\\|", "|"), (
+            f"docs/errors.md is out of date at {args}: run python scripts/error_table.py")
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
@@ -289,3 +306,27 @@ def test_the_gpu_count_without_torch_agrees_with_torch():
     from lifelong import validate
 
     assert validate.gpu_count() == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interruption_while_the_run_starts_is_one_line(tmp_path, signum, status):
+    """Ctrl-C or SIGTERM once Hydra has made the run dir, before training: one line, 130/143, no
+    traceback, and the new run dir removed again (it used to print Hydra's traceback, exit 1 and
+    leave the directory behind)."""
+    paths = [str(ROOT / "src")] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "experiment=quickstart", "logger=none",
+                             f"hydra.run.dir={run}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=os.pathsep.join(paths)))
+    deadline = time.time() + 120
+    while not (run / ".hydra").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == status and "Traceback" not in stderr, stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("interrupted "), stderr[-2000:]
+    if lines[0].startswith("interrupted before training started"):
+        assert not run.exists()
+    else:  # the task loop had begun: the run dir stays, with the line that resumes it
+        assert "resume with: python train.py experiment=quickstart logger=none resume=" in lines[0]
