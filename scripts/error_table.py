@@ -28,15 +28,17 @@ from it by `python scripts/error_table.py` (each command also gets `logger=none`
 """
 
 
-def cell(text: str) -> str:
-    return text.replace("|", "\\|")
+def code(text: str) -> str:
+    """`text` as inline code of a table cell (double backticks when it holds backticks)."""
+    text = text.replace("|", "\\|")
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def case_row(args, resolved: list[str], line: str, tmp: Path) -> str:
     notes = [a.__doc__.strip() for a in args if callable(a) and a.__doc__]
     text = " ".join(resolved).replace(str(tmp), "<tmp>")
     note = f" ({'; '.join(notes)})" if notes else ""
-    return f"| `python train.py {cell(text)}`{note} | `{cell(line.replace(str(tmp), '<tmp>'))}` |\n"
+    return f"| {code('python train.py ' + text)}{note} | {code(line.replace(str(tmp), '<tmp>'))} |\n"
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from lifelong.errors import ConfigError
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+CE_SCOPES = ("current", "seen")  # lifelong.methods.base.CE_SCOPES, checked here before torch is imported
 WANDB_FORBIDDEN = "/\\#?%:"
 
 
@@ -233,6 +234,9 @@ def check(cfg: DictConfig, run_dir: Path | None = None, gpus: int | None = None)
             raise ConfigError(f"{key}={value!r} must be a positive number of batches (or a fraction in (0, 1])")
     if not OmegaConf.is_dict(cfg.get("method")) or "_target_" not in cfg.method:
         raise ConfigError("method has no _target_; choose one with method=<name> (see conf/method/)")
+    scope = cfg.method.get("ce_scope")
+    if scope is not None and scope not in CE_SCOPES:
+        raise ConfigError(f"method.ce_scope={scope!r} is unknown; valid choices: {list(CE_SCOPES)}")
     if cfg.get("optimizer"):
         check_optimizer(cfg.optimizer, "optimizer")
     if cfg.get("scheduler"):
