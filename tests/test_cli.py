@@ -139,7 +139,6 @@ BAD_INPUT = [
     (["dataset=cifar100", "dataset.download=false", "paths.data_root=/nonexistent"],
      "CIFAR100 is not in /nonexistent"),
     # beyond the list
-    (["dataset=mnist", "dataset.download=false", "paths.data_root=/nonexistent"], "MNIST is not in /nonexistent"),
     (["memory=herding", "memory.size=-5"], "memory.size=-5 must be a positive integer (or set memory.per_class)"),
     (["scenario.n_tasks=20"], "scenario.n_tasks=20 does not divide the 10 classes"),
     (["scenario.val_fraction=1.5"], "scenario.val_fraction=1.5 must be in [0, 1)"),
