@@ -7,11 +7,14 @@ line each (see its docstring for the exit statuses).
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+from lifelong import interrupt  # light: Ctrl-C during the imports below is one line, not a traceback
 
-import lifelong.config  # noqa: F401  (registers the config resolvers)
-from lifelong import cli
+with interrupt.at_startup():
+    import hydra
+    from omegaconf import DictConfig
+
+    import lifelong.config  # noqa: F401  (registers the config resolvers)
+    from lifelong import cli
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -22,5 +25,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    cli.check_command_line(sys.argv[1:], CONF)  # misspelt keys: "did you mean ...?" instead of Hydra's advice
-    main()
+    with interrupt.at_startup(cleanup=cli.remove_unstarted_run_dir):
+        cli.check_command_line(sys.argv[1:], CONF)  # misspelt keys: "did you mean ...?" instead of Hydra's advice
+        main()

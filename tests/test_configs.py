@@ -64,3 +64,17 @@ def test_baselines_compose_in_the_paper_sweeps(tmp_path, experiment, method):
     built = instantiate(cfg.method, backbone=instantiate(cfg.backbone), optimizer=instantiate(cfg.optimizer),
                         epochs=cfg.epochs, _convert_="object")
     assert isinstance(built, get_class(cfg.method._target_))
+
+
+def test_the_readme_says_what_every_method_needs():
+    """README's table "What each method needs" names every option of conf/method/ (backbone, weights, memory)."""
+    import re
+
+    text = (CONF.parent / "README.md").read_text()
+    table = text[text.index("What each method needs"):]
+    table = table[: table.index("\n\n", table.index("| method |"))]
+    rows = [row for row in table.splitlines() if row.startswith("|")]
+    named = {m for row in rows[2:] for m in re.findall(r"`([a-z_0-9]+)`", row.split("|")[1])}
+    methods = {p.stem for p in (CONF / "method").glob("*.yaml")}
+    assert methods <= named, f"README's method-needs table lacks {sorted(methods - named)}"
+    assert all(len(row.split("|")) == 6 for row in rows), "4 columns: method, backbone, weights, memory"

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import NEEDS
+from test_smoke_loops import assert_short, counted_optimizer_steps, smoke_overrides
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
@@ -21,7 +21,8 @@ AUDIT = ["+callbacks.modes._target_=lifelong.callbacks.ModeAudit", "scenario.n_t
 
 
 def audit(run, method: str, *overrides: str) -> dict[tuple[int, str], dict]:
-    _, run_dir = run(f"method={method}", *AUDIT, *NEEDS.get(method, []), *overrides)
+    """Under debug=smoke with every loop length of the method long (tests/test_smoke_loops.py)."""
+    _, run_dir = run(f"method={method}", *AUDIT, *smoke_overrides(method), *overrides)
     records = [json.loads(line) for line in (run_dir / "mode_audit.jsonl").read_text().splitlines()]
     return {(r["task"], r["phase"]): r for r in records}
 
@@ -32,7 +33,9 @@ def trains(record: dict, prefix: str) -> bool:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_phase_trains_in_train_mode_and_freezes_in_eval_mode(run, method):
-    records = audit(run, method)
+    with counted_optimizer_steps() as steps:
+        records = audit(run, method)
+    assert_short(method, steps)  # debug=smoke shortened every loop, the between-task ones too
     assert records, f"{method}: no training step was audited"
     for (task, phase), record in records.items():
         assert record["steps"] > 0

@@ -1,10 +1,8 @@
-"""What a run leaves for a reader: permissions, progress lines, plot titles, debug loop lengths."""
+"""What a run leaves for a reader: permissions, progress lines, plot titles (debug loop lengths: tests/test_smoke_loops.py)."""
 from __future__ import annotations
 
 import os
 import stat
-
-from lifelong.methods import ebll
 
 
 def test_result_files_respect_the_umask(run):
@@ -25,17 +23,3 @@ def test_without_a_terminal_each_epoch_is_one_plain_line(run, capsys):
     assert [line.split(":")[0] for line in lines] == [f"task {t}/3 · train · epoch {e}/2" for t in (1, 2, 3)
                                                       for e in (1, 2)]
     assert summary["title"] == f"Finetune on digits, class_incremental (3 tasks), {run_dir.name}"
-
-
-def test_loop_limit_shortens_between_task_loops(run, monkeypatch):
-    """debug=smoke sets loop_limit=1: EBLL's 100 autoencoder epochs become one, with no EBLL key in smoke.yaml."""
-    lengths = []
-    fit = ebll.fit_autoencoder
-
-    def recording(*args, **kwargs):
-        lengths.append(args[7])  # epochs
-        return fit(*args, **kwargs)
-
-    monkeypatch.setattr(ebll, "fit_autoencoder", recording)
-    run("method=ebll", "debug=smoke", "scenario.n_tasks=2", "scenario.nc_first_task=null", "backbone=mlp")
-    assert lengths == [1, 1]

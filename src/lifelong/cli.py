@@ -86,17 +86,10 @@ def main(cfg: DictConfig) -> float | None:
 
             summary = train_sequence(cfg, attempt_dir)
     except interrupt.RunInterrupted as stop:
-        where = interrupt.where
-        stopped_dir = Path(where["run_dir"] or run_dir)
-        from lifelong import report, resume  # imported by the run already
-
-        if resume.is_global_zero():
-            report.mark_interrupted(stopped_dir, str(stop), where["task"])
-        line = interrupt.message(where["task"], where["n_tasks"], stopped_dir, where["done"])
-        print(f"\n{line}", file=sys.stderr, flush=True)
-        _log_line(stopped_dir, line, "WARNING")
-        sys.exit(stop.exit_status)
+        _interrupted(stop, attempt_dir, run_dir, resume_dir, fresh)
     except Exception as error:  # noqa: BLE001  (sorted below; anything else goes up with its traceback)
+        if interrupt.cause(error) is not None:  # a library wrapped the interruption in its own error
+            _interrupted(interrupt.cause(error), attempt_dir, run_dir, resume_dir, fresh)
         cause = user_error(error)
         message = str(cause) if cause is not None else None
         if message is None and isinstance(error, OSError):
@@ -108,6 +101,42 @@ def main(cfg: DictConfig) -> float | None:
     from lifelong import search
 
     return search.objective(cfg, summary)  # what a sweeper maximises: computed on validation data
+
+
+def _interrupted(stop: interrupt.RunInterrupted, attempt_dir: Path, run_dir: Path, resume_dir: Path | None,
+                 fresh: bool) -> None:
+    """Mark the run interrupted, print the line that resumes it and exit with 128 + the signal."""
+    where = interrupt.where
+    if where["run_dir"] is None and resume_dir is None:  # before the task loop: nothing of the run yet
+        if fresh:
+            _remove_attempt(attempt_dir)
+        print(f"\n{interrupt.BEFORE_TRAINING}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_status)
+    stopped_dir = Path(where["run_dir"] or run_dir)
+    from lifelong import report, resume  # imported by the run already
+
+    if resume.is_global_zero():
+        report.mark_interrupted(stopped_dir, str(stop), where["task"])
+    line = interrupt.message(where["task"], where["n_tasks"], stopped_dir, where["done"])
+    print(f"\n{line}", file=sys.stderr, flush=True)
+    _log_line(stopped_dir, line, "WARNING")
+    sys.exit(stop.exit_status)
+
+
+def remove_unstarted_run_dir() -> None:
+    """After an interruption before `main` ran: the run dir Hydra made for this attempt (found by
+    the train.log it logs into, or hydra.run.dir= on the command line), if it holds only Hydra's
+    own files (an existing run's directory is left alone). Hydra has reset its config by then."""
+    candidates = [Path(h.baseFilename).parent for h in logging.getLogger().handlers
+                  if isinstance(h, logging.FileHandler) and Path(h.baseFilename).name == "train.log"]
+    candidates += [Path(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("hydra.run.dir=")]
+    for path in candidates:
+        if path.is_dir() and _only_hydra_files(path):
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.FileHandler):
+                    handler.close()
+            _remove_attempt(path)
+            return
 
 
 def _remove_attempt(path: Path) -> None:

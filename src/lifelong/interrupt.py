@@ -73,6 +73,38 @@ def handle_signals():
             signal.signal(s, handler)
 
 
+BEFORE_TRAINING = "interrupted before training started; nothing was written: run the same command again"
+
+
+@contextlib.contextmanager
+def at_startup(cleanup=None):
+    """train.py's imports, checks and Hydra's setup: SIGINT/SIGTERM end them with one line and
+    128 + the signal (no traceback), after `cleanup()` (the run dir Hydra may have made already);
+    the task loop (`lifelong.cli.main`) handles its own."""
+    try:
+        with handle_signals():
+            yield
+    except BaseException as error:  # noqa: BLE001  (Hydra may wrap the interruption in its own error)
+        stop = None if isinstance(error, SystemExit) else cause(error)  # SystemExit: handled and said already
+        if stop is None:
+            raise
+        if cleanup is not None:
+            cleanup()
+        print(f"\n{BEFORE_TRAINING}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_status)
+
+
+def cause(error: BaseException | None) -> RunInterrupted | None:
+    """The `RunInterrupted` behind `error` (itself, or what a library's own error was raised from)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, RunInterrupted):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 @contextlib.contextmanager
 def deferred():
     """Postpone an interruption until the block is done (writing results and checkpoints)."""

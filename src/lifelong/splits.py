@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from lifelong.errors import ConfigError
 
+NAMED_ORDERS = ("random", "natural", "icarl1993", "numpy")
+
+
+def named_order_problem(order: str, n_classes: int) -> str | None:
+    """What is wrong with `scenario.class_order=<name>` for a dataset of `n_classes` (None: nothing)."""
+    if order == "icarl1993" and n_classes != 100:
+        return (f"scenario.class_order=icarl1993 is the CIFAR-100 order but this dataset has "
+                f"{n_classes} classes; use class_order=random, natural or an explicit list")
+    if order not in NAMED_ORDERS:
+        return f"scenario.class_order={order!r} is unknown; valid choices: {list(NAMED_ORDERS)} or a list of class ids"
+    return None
+
 
 def task_sizes(n_classes: int, n_tasks: int, nc_first_task: int | None) -> list[int]:
     """Classes per task: an optional larger first task, then equal tasks (FACIL's convention)."""

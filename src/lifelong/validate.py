@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from lifelong.errors import ConfigError
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+CE_SCOPES = ("current", "seen")  # lifelong.methods.base.CE_SCOPES, checked here before torch is imported
+WANDB_FORBIDDEN = "/\\#?%:"
+
+
+def _wandb_name(value) -> str:
+    name = "".join("-" if c in WANDB_FORBIDDEN else c for c in str(value))[:128].strip("-")
+    return name or "lifelong"
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto", "mps")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "transformer-engine")
 # Hydra's own command-line flags that take a value: with these we leave the command line to Hydra.
@@ -209,8 +217,11 @@ def _writable(path: Path) -> tuple[bool, Path]:
     return True, probe
 
 
-def check(cfg: DictConfig, run_dir: Path | None = None) -> None:
-    """Every check of the composed config that needs no dataset or model (raises ConfigError)."""
+def check(cfg: DictConfig, run_dir: Path | None = None, gpus: int | None = None) -> None:
+    """Every check of the composed config that needs no dataset or model (raises ConfigError).
+
+    `gpus`: the GPUs this machine has (None: ask `gpu_count()`); a parameter so that the GPU-present
+    path of the hardware check can be tested on a machine without one."""
     _integer(cfg, "seed")
     for key in ("epochs", "batch_size", "eval.batch_size"):
         _integer(cfg, key, minimum=1)
@@ -223,6 +234,9 @@ def check(cfg: DictConfig, run_dir: Path | None = None) -> None:
             raise ConfigError(f"{key}={value!r} must be a positive number of batches (or a fraction in (0, 1])")
     if not OmegaConf.is_dict(cfg.get("method")) or "_target_" not in cfg.method:
         raise ConfigError("method has no _target_; choose one with method=<name> (see conf/method/)")
+    scope = cfg.method.get("ce_scope")
+    if scope is not None and scope not in CE_SCOPES:
+        raise ConfigError(f"method.ce_scope={scope!r} is unknown; valid choices: {list(CE_SCOPES)}")
     if cfg.get("optimizer"):
         check_optimizer(cfg.optimizer, "optimizer")
     if cfg.get("scheduler"):
@@ -234,8 +248,12 @@ def check(cfg: DictConfig, run_dir: Path | None = None) -> None:
             elif "lr_scheduler" in str(node._target_):
                 check_scheduler(node, f"method.{name}")
     check_logger(cfg)
-    check_trainer(cfg)
+    check_trainer(cfg, gpus)
     check_scenario(cfg)
+    check_memory(cfg)
+    threads = cfg.get("torch_threads")
+    if threads not in (None, "auto") and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"torch_threads={threads!r} must be a positive integer, auto (one per core) or null")
     check_paths(cfg, run_dir)
 
 
@@ -245,9 +263,16 @@ def check_logger(cfg: DictConfig) -> None:
         mode = wandb.get("mode", "auto")
         if mode not in WANDB_MODES:
             raise ConfigError(f"logger.wandb.mode={mode!r} is unknown; valid choices: {list(WANDB_MODES)}")
+        for key in ("project", "entity", "id"):  # W&B refuses these characters (wandb_settings.validate_project)
+            value = wandb.get(key)
+            bad = sorted({c for c in str(value) if c in WANDB_FORBIDDEN}) if value is not None else []
+            if bad or (value is not None and not 0 < len(str(value)) <= 128):
+                what = (f"contains {' '.join(repr(c) for c in bad)}, which W&B refuses in names (any of "
+                        f"{' '.join(WANDB_FORBIDDEN)})" if bad else "must have 1 to 128 characters")
+                raise ConfigError(f"logger.wandb.{key}={value!r} {what}; e.g. logger.wandb.{key}={_wandb_name(value)}")
 
 
-def check_trainer(cfg: DictConfig) -> None:
+def check_trainer(cfg: DictConfig, gpus: int | None = None) -> None:
     accelerator = _get(cfg, "trainer.accelerator")
     if accelerator not in ACCELERATORS:
         raise ConfigError(f"trainer.accelerator={accelerator!r} is unknown; valid choices: {list(ACCELERATORS)}")
@@ -258,7 +283,7 @@ def check_trainer(cfg: DictConfig) -> None:
     if not (devices == "auto" or (isinstance(devices, int) and devices >= 1) or OmegaConf.is_list(devices)):
         raise ConfigError(f"trainer.devices={devices!r} must be a positive integer, a list of device ids or auto")
     if accelerator in ("gpu", "cuda"):
-        count = gpu_count()
+        count = gpu_count() if gpus is None else gpus
         if count == 0:
             fix = ("run on CPU processes with trainer.accelerator=cpu" if _get(cfg, "trainer.strategy")
                    else "run on CPU with hardware=cpu")
@@ -269,8 +294,17 @@ def check_trainer(cfg: DictConfig) -> None:
                               f"{'s' if count != 1 else ''}; use trainer.devices={count} or fewer")
 
 
+# Device nodes of a GPU driver (NVIDIA, AMD ROCm, WSL): without any of them torch sees no GPU either.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def gpu_count() -> int:
-    """CUDA devices torch can use (imports torch only; no CUDA context is created)."""
+    """CUDA devices torch can use. On Linux without a GPU driver's device node the answer is 0
+    without importing torch (seconds saved on an error); otherwise torch counts (no CUDA context)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_DEVICE_NODES):
+        return 0
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -289,12 +323,38 @@ def check_scenario(cfg: DictConfig) -> None:
         problem = class_order_problem(list(order), n_classes)
         if problem:
             raise ConfigError(f"scenario.class_order {problem}")
+    if isinstance(order, str) and isinstance(n_classes, int):
+        from lifelong.splits import named_order_problem
+
+        problem = named_order_problem(order, n_classes)
+        if problem:
+            raise ConfigError(problem)
+    fraction = _get(cfg, "scenario.val_fraction")
+    if fraction is not None and not (_number(fraction) and 0 <= fraction < 1):
+        raise ConfigError(f"scenario.val_fraction={fraction} must be in [0, 1)")
+
+
+def check_memory(cfg: DictConfig) -> None:
+    """The exemplar budget (the same checks as `ExemplarMemory`, before torch is imported)."""
+    memory = cfg.get("memory")
+    if not OmegaConf.is_dict(memory) or "_target_" not in memory:
+        return
+    size, per_class = memory.get("size"), memory.get("per_class")
+    if per_class is None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError(f"memory.size={size!r} must be a positive integer (or set memory.per_class)")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
+                                  or memory.get("selection") == "reservoir"):
+        raise ConfigError(f"memory.per_class={per_class!r}: needs a positive integer and a class-balanced "
+                          f"selection (not reservoir); or memory.per_class=null with memory.size")
 
 
 def check_paths(cfg: DictConfig, run_dir: Path | None) -> None:
     resume = cfg.get("resume")
     if resume:
         resume = Path(str(resume))
+        if resume.exists() and not resume.is_dir():
+            raise ConfigError(f"resume={resume} is a file, not a run directory; give the directory an earlier run "
+                              f"printed as `run dir:`")
         if not resume.is_dir():
             raise ConfigError(f"resume={resume} does not exist; give the run directory of an earlier run "
                               f"(outputs/runs/<date>/<time>_<method>_<id>), or leave resume= out to start a new run")

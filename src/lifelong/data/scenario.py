@@ -15,7 +15,8 @@ import torch
 from lifelong.data.datasets import ImageSet, load_dataset
 from lifelong.data.transforms import BatchAugment
 from lifelong.errors import ConfigError
-from lifelong.splits import task_sizes  # noqa: F401  (torch-free: the early checks use it too)
+# torch-free: the early checks (lifelong.validate) use them too
+from lifelong.splits import NAMED_ORDERS, named_order_problem, task_sizes  # noqa: F401
 
 # The fixed CIFAR-100 order of iCaRL (Rebuffi et al., CVPR 2017) that FACIL (`cifar100_icarl`) and
 # PyCIL use: numpy.random.seed(1993); numpy.random.permutation(100).
@@ -26,7 +27,6 @@ ICARL_1993 = [
     11, 12, 47, 25, 30, 46, 62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29, 49, 57,
     33,
 ]
-NAMED_ORDERS = ("random", "natural", "icarl1993", "numpy")
 
 
 @dataclass
@@ -102,19 +102,12 @@ def resolve_class_order(order, n_classes: int, seed: int) -> list[int]:
         return classes
     if order == "natural":
         return list(range(n_classes))
+    if isinstance(order, str) and named_order_problem(order, n_classes):
+        raise ConfigError(named_order_problem(order, n_classes))
     if order == "numpy":
         return [int(c) for c in np.random.RandomState(seed).permutation(n_classes)]
     if order == "icarl1993":
-        if n_classes != 100:
-            raise ConfigError(
-                f"scenario.class_order=icarl1993 is the CIFAR-100 order but this dataset has "
-                f"{n_classes} classes; use class_order=random, natural or an explicit list"
-            )
         return list(ICARL_1993)
-    if isinstance(order, str):
-        raise ConfigError(
-            f"scenario.class_order={order!r} is unknown; valid choices: {list(NAMED_ORDERS)} or a list of class ids"
-        )
     from lifelong.validate import class_order_problem
 
     problem = class_order_problem(order, n_classes)
