@@ -121,3 +121,14 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(parts, padded.contiguous())
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def union_of_names(names: Iterable[str]) -> list[str]:
+    """The sorted union over ranks of each rank's `names`: a list every rank then walks in the same
+    order (a metric created only on the ranks that saw a batch would sync on those ranks alone)."""
+    names = sorted(set(names))
+    if not active():
+        return names
+    every = [None] * world_size()
+    dist.all_gather_object(every, names)
+    return sorted(set().union(*every))
