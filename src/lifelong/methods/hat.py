@@ -61,7 +61,7 @@ class HAT(ContinualMethod):
         self.s = smax
 
     def used_units(self) -> list[torch.Tensor]:
-        return [getattr(self.used, f"layer{i}") for i in range(len(self.net.backbone.layers))]
+        return [getattr(self.used, f"layer{i}") for i in range(len(self.net.backbone.units))]
 
     def begin_task(self, task: Task) -> None:
         super().begin_task(task)
