@@ -40,10 +40,14 @@ def main() -> None:
         name, overrides = spec.split("=", 1)
         run_config(out / name, *TINY, "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp_find_unused_parameters_true",
                    *overrides.split(","))
+        rank = os.environ.get("LOCAL_RANK", "0")
+        # every rank's method state after the last task (importances, masks, ...), for tests/test_ddp.py
+        state = {k: v.detach().cpu() for k, v in built[-1].state_dict().items() if isinstance(v, torch.Tensor)}
+        torch.save(state, out / name / f"state_rank{rank}.pt")
         memory = getattr(built[-1], "memory", None)
         if memory is not None:  # every rank's memory after the last task, for tests/test_rehearsal.py
             state = {k: v.cpu() for k, v in memory.state_dict().items() if k != "_extra_state"}
-            torch.save(state, out / name / f"memory_rank{os.environ.get('LOCAL_RANK', '0')}.pt")
+            torch.save(state, out / name / f"memory_rank{rank}.pt")
         print(f"done {name}", flush=True)
 
 
