@@ -80,25 +80,6 @@ def test_hat_resnet_gates_every_block_and_links_each_convolution_to_its_gates():
         assert all((w == 0).all() for w, _ in hat.weight_masks([torch.ones(u) for u in hat.units]))
 
 
-@pytest.mark.parametrize("experiment, overrides", [
-    ("mind_cifar100", ("method=hat",)), ("mind_cifar100", ("method=supsup",)),
-    ("clr_dataset_sequence", ("method=hat", "backbone.weights=null")),
-    ("clr_dataset_sequence", ("method=supsup", "backbone.weights=null"))])
-def test_isolation_methods_build_on_the_paper_sweeps_backbones(tmp_path, experiment, overrides):
-    """`-m experiment=mind_cifar100 method=hat,supsup` (gated ResNet-32) and the CLR sequence's ResNet-50
-    build the gated / supermasked ResNet (the datasets themselves are not needed to build the method)."""
-    from hydra.utils import instantiate
-
-    from conftest import compose_config
-    from lifelong.models.hat import HATResNet
-    from lifelong.models.supermask import SupermaskResNet
-
-    cfg = compose_config(tmp_path, f"experiment={experiment}", *overrides)
-    method = instantiate(cfg.method, backbone=instantiate(cfg.backbone), optimizer=instantiate(cfg.optimizer),
-                         epochs=cfg.epochs, _convert_="object")
-    assert isinstance(method.net.backbone, HATResNet if overrides[0] == "method=hat" else SupermaskResNet)
-
-
 def test_hat_compensates_the_embedding_gradient_and_anneals_s():
     from lifelong.data.scenario import Task
     from lifelong.methods.hat import HAT
