@@ -206,6 +206,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 trainer.fit(method, train_dataloaders=phase.data, ckpt_path=ckpt_path)
             step_offset += trainer.global_step
             device = trainer.strategy.root_device  # under DDP: this rank's GPU
+            distributed.broadcast_batchnorm_statistics(method)  # every rank evaluates rank zero's model
 
         method.fit_task(task, fit)
         method.to(device)
