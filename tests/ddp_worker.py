@@ -42,12 +42,16 @@ def main() -> None:
                    *overrides.split(","))
         from lifelong.memory import ExemplarMemory
 
+        rank = os.environ.get("LOCAL_RANK", "0")
+        # every rank's method state after the last task (importances, masks, ...), for tests/test_ddp.py
+        state = {k: v.detach().cpu() for k, v in built[-1].state_dict().items() if isinstance(v, torch.Tensor)}
+        torch.save(state, out / name / f"state_rank{rank}.pt")
         # every rank's exemplar memories (BiC has two) after the last task, for tests/test_ddp.py
         state = {f"{module_name}.{k}": v.cpu() for module_name, module in built[-1].named_modules()
                  if isinstance(module, ExemplarMemory)
                  for k, v in module.state_dict().items() if k != "_extra_state"}
         if state:
-            torch.save(state, out / name / f"memory_rank{os.environ.get('LOCAL_RANK', '0')}.pt")
+            torch.save(state, out / name / f"memory_rank{rank}.pt")
         print(f"done {name}", flush=True)
 
 

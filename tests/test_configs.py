@@ -43,27 +43,29 @@ def test_the_config_tree_mirrors_the_code():
 
 
 NEW_BASELINES = ["si", "mas", "rwalk", "ewc_online", "lwm", "hat", "supsup"]
-# HAT and SupSup mask an MLP or a convnet only: in the paper sweeps they run with backbone=convnet.
-SWEEP_BACKBONE = {"hat": ["backbone=convnet"], "supsup": ["backbone=convnet"]}
+# HAT and SupSup rebuild the sweeps' own ResNets (gated ResNet-32, ResNet-50): no backbone override.
+SWEEP_BACKBONE: dict[str, list[str]] = {}
 
 
 @pytest.mark.parametrize("experiment", ["mind_cifar100", "clr_dataset_sequence"])
 @pytest.mark.parametrize("method", NEW_BASELINES)
 def test_baselines_compose_in_the_paper_sweeps(tmp_path, experiment, method):
     """`-m experiment=<paper> method=<baseline>` composes, and the method builds on that sweep's
-    backbone (the CLR ResNet-50 without its pretrained weights, offline; only LwM, which needs a
-    named layer of it, is built there: the regularisers take any backbone)."""
+    backbone (the CLR ResNet-50 without its pretrained weights, offline; only LwM, HAT and SupSup,
+    which rebuild or hook named layers of it, are built there: the regularisers take any backbone)."""
     from hydra.utils import get_class, instantiate
 
     cfg = compose_config(tmp_path, f"experiment={experiment}", f"method={method}", *SWEEP_BACKBONE.get(method, []))
     assert cfg.method._target_.rsplit(".", 1)[0] == f"lifelong.methods.{method.split('_')[0]}"
-    if experiment == "clr_dataset_sequence" and method not in ("lwm", *SWEEP_BACKBONE):
+    if experiment == "clr_dataset_sequence" and method not in ("lwm", "hat", "supsup"):
         return
     if "weights" in cfg.backbone:
         cfg.backbone.weights = None
     built = instantiate(cfg.method, backbone=instantiate(cfg.backbone), optimizer=instantiate(cfg.optimizer),
                         epochs=cfg.epochs, _convert_="object")
     assert isinstance(built, get_class(cfg.method._target_))
+    if method in ("hat", "supsup"):  # the gated / supermasked twin of the sweep's ResNet
+        assert type(built.net.backbone).__name__ == {"hat": "HATResNet", "supsup": "SupermaskResNet"}[method]
 
 
 def test_the_readme_says_what_every_method_needs():

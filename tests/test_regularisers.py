@@ -215,6 +215,14 @@ def test_lwm_refuses_a_backbone_without_feature_maps():
         LwM(mlp(1, 8), optimizer=partial(torch.optim.SGD, lr=0.1))
 
 
+def test_lwm_refuses_a_gradcam_layer_with_1x1_maps(run):
+    """After the convnet's last max-pool 8x8 digits are 1x1: the normalised map would be the constant 1."""
+    from lifelong.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="method.gradcam_layer=features gives 1x1 attention maps"):
+        run("method=lwm", "backbone=convnet", "method.gradcam_layer=features")
+
+
 def test_si_resumes_mid_task_with_its_running_path_integral(run, stopped_and_resumed):
     from test_resume import matrices
 
@@ -229,21 +237,24 @@ def test_si_resumes_mid_task_with_its_running_path_integral(run, stopped_and_res
     assert all(torch.equal(full[k], resumed[k]) for k in full if k.startswith(("importance.", "path.", "anchor.")))
 
 
-# Split digits, 5 tasks of 2 classes, MLP, 5 epochs, seed 0 (the README's setting). Online EWC, MAS
-# and RWalk run at their defaults; SI's c = 0.1 barely moves in so short a schedule (README), so it
-# runs with c = 100 (measured: 12.0 against fine-tuning's 19.1). LwM is not here: on this setting it
-# forgets more than fine-tuning on the same convnet at beta = 1, 10 and 100 (README).
+# Split digits, 5 tasks of 2 classes, 5 epochs, seed 0 (the README's settings), one fine-tuning run per
+# backbone shared by its comparisons. MLP, SGD momentum 0.9: online EWC, MAS and RWalk at their defaults;
+# SI's c = 0.1 barely moves in so short a schedule (README), so it runs with c = 100 (measured: 12.0
+# against fine-tuning's 19.1). LwM needs feature maps: convnet, at FACIL's SGD without momentum
+# (lwm.py / main_incremental.py momentum=0; measured: 1.1 against fine-tuning's 3.0 there, while with
+# momentum 0.9 its distillation terms forget more than fine-tuning, README).
 FORGETTING_SETTINGS = {
-    "ewc_online": ("method=ewc_online",), "mas": ("method=mas",), "rwalk": ("method=rwalk",),
-    "si": ("method=si", "method.lamb=100"),
+    ("backbone=mlp",): {"ewc_online": ("method=ewc_online",), "mas": ("method=mas",), "rwalk": ("method=rwalk",),
+                        "si": ("method=si", "method.lamb=100")},
+    ("backbone=convnet", "optimizer.momentum=0"): {"lwm": ("method=lwm",)},
 }
 
 
 @pytest.mark.slow
-def test_regularisers_forget_less_than_finetune(run):
-    common = ("scenario.n_tasks=5", "epochs=5")
-    quiet = ("logger=none", "trainer.enable_progress_bar=false")
-    finetune, _ = run("method=finetune", *common, *quiet, tiny=False)
-    for name, overrides in FORGETTING_SETTINGS.items():
-        summary, _ = run(*overrides, *common, *quiet, tiny=False)
+@pytest.mark.parametrize("backbone", list(FORGETTING_SETTINGS), ids=lambda b: b[0])
+def test_regularisers_forget_less_than_finetune(run, backbone):
+    common = ("scenario.n_tasks=5", "epochs=5", "logger=none", "trainer.enable_progress_bar=false", *backbone)
+    finetune, _ = run("method=finetune", *common, tiny=False)
+    for name, overrides in FORGETTING_SETTINGS[backbone].items():
+        summary, _ = run(*overrides, *common, tiny=False)
         assert summary["final_avg_forg_taw"] < finetune["final_avg_forg_taw"], name

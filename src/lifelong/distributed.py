@@ -121,3 +121,27 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(parts, padded.contiguous())
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def union_of_names(names: Iterable[str]) -> list[str]:
+    """The sorted union over ranks of each rank's `names`: a list every rank then walks in the same
+    order (a metric created only on the ranks that saw a batch would sync on those ranks alone)."""
+    names = sorted(set(names))
+    if not active():
+        return names
+    every = [None] * world_size()
+    dist.all_gather_object(every, names)
+    return sorted(set().union(*every))
+
+
+def broadcast_batchnorm_statistics(module: nn.Module) -> None:
+    """Rank zero's BatchNorm running statistics on every rank (after a fit). DDP broadcasts buffers at
+    the start of each forward, so after the last step each rank still holds its own batch's update."""
+    if not active():
+        return
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for m in module.modules():
+        if isinstance(m, _BatchNorm) and m.running_mean is not None:
+            for tensor in (m.running_mean, m.running_var, m.num_batches_tracked):
+                broadcast(tensor)

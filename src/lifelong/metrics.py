@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
+from lifelong import distributed
+
 Matrix = list[list[Optional[float]]]
 
 
@@ -168,8 +170,9 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
         taw.append(acc_taw.compute().item())
         tag.append(acc_tag.compute().item())
         task_id.append(acc_tid.compute().item())
-        if variants is not None:
-            for name, acc in acc_variants.items():
-                variants.setdefault(name, []).append(acc.compute().item())
+        # Under DDP a rank whose shard had no batch of this task made no variant metric: every rank
+        # computes (and so syncs) the same ones, in the same order.
+        for name in distributed.union_of_names(acc_variants) if variants is not None else []:
+            variants.setdefault(name, []).append(acc_variants.setdefault(name, accuracy(n_seen)).compute().item())
     method.train(was_training)
     return taw, tag, pooled.compute().item(), task_id

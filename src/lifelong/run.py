@@ -213,6 +213,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 trainer.fit(module, train_dataloaders=phase.data, ckpt_path=ckpt_path)
             step_offset += 0 if trial else trainer.global_step
             device = trainer.strategy.root_device  # under DDP: this rank's GPU
+            distributed.broadcast_batchnorm_statistics(method)  # every rank evaluates rank zero's model
 
         def trial(lr: float, stability: float | None) -> float:
             """search=continual: a copy of the method trained on this task with (lr, stability weight),

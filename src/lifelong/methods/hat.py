@@ -1,6 +1,7 @@
 """Hard Attention to the Task (Serra, Suris, Miron & Karatzoglou, ICML 2018).
 
-Every hidden unit of layer l is gated per task by a_l^t = sigmoid(s * e_l^t) (`lifelong.models.hat`).
+Every hidden unit of layer l is gated per task by a_l^t = sigmoid(s * e_l^t) (`lifelong.models.hat`: an
+MLP or convnet, or a ResNet with gates on its convolutions' channels and per-task BatchNorm).
 Training task t minimises
 
     L = CE(h_t(f(x; a^t)), y) + c * sum_l sum_i a_{l,i}^t (1 - a_{l,i}^{<t}) / sum_l sum_i (1 - a_{l,i}^{<t})   (Eq. 5)
@@ -60,7 +61,7 @@ class HAT(ContinualMethod):
         self.s = smax
 
     def used_units(self) -> list[torch.Tensor]:
-        return [getattr(self.used, f"layer{i}") for i in range(len(self.net.backbone.layers))]
+        return [getattr(self.used, f"layer{i}") for i in range(len(self.net.backbone.units))]
 
     def begin_task(self, task: Task) -> None:
         super().begin_task(task)
@@ -76,7 +77,7 @@ class HAT(ContinualMethod):
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         t = self.task.id
         gates = self.net.backbone.gates(t, self.s)
-        logits = self.net.heads[t](self.net.backbone(x, gates))
+        logits = self.net.heads[t](self.net.backbone(x, gates, t))
         kept = [1 - u for u in self.used_units()]
         attention = sum((g * k).sum() for g, k in zip(gates, kept)) / sum(k.sum() for k in kept).clamp(min=1)
         return {"ce": F.cross_entropy(logits, y - self.task.offset), "attention": self.lamb * attention}
@@ -108,7 +109,7 @@ class HAT(ContinualMethod):
             used.copy_(torch.maximum(used, gate))
 
     def task_aware_logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        return self.net.heads[task_id](self.net.backbone(x, self.net.backbone.gates(task_id, None)))
+        return self.net.heads[task_id](self.net.backbone(x, self.net.backbone.gates(task_id, None), task_id))
 
     def task_agnostic_logits(self, x: torch.Tensor) -> torch.Tensor:
         paths = [self.task_aware_logits(x, u) for u in range(len(self.net.heads))]

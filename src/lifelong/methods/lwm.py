@@ -5,7 +5,8 @@
 
 KD is LwF's distillation on the old heads (`lifelong.losses.distillation`, T = 2: FACIL's
 `exp=1/2`). Q and Q* are Grad-CAM maps (Selvaraju et al., ICCV 2017) of the current and the frozen
-previous model at the backbone's last convolutional stage, both for the class the previous model
+previous model at the backbone's last convolutional stage (its feature maps before any final
+pooling), both for the class the previous model
 scores highest among the old classes ("the class with the highest score" of M_{t-1}, Sec. 3):
 
     Q = relu( sum_k mean_hw(d score / d A_k) * A_k ),   A = the stage's feature maps.
@@ -26,9 +27,10 @@ from lifelong.methods.base import ContinualMethod
 from lifelong.models.backbones import AlexNetFeatures, CifarResNet, ConvNet, TorchvisionResNet
 
 # The last convolutional stage of each backbone (FACIL default "layer3" for its ResNet-32; Sec. 5.4:
-# "the feature maps of the final conv layer are used to generate attention maps using Grad-CAM").
-GRADCAM_LAYERS = {CifarResNet: "layer3", ConvNet: "features", TorchvisionResNet: "model.layer4",
-                  AlexNetFeatures: "features"}
+# "the feature maps of the final conv layer are used to generate attention maps using Grad-CAM"). For the
+# convnet that is its last ReLU, before the last max-pool: after that pool, 8x8 digits leave a 1x1 map.
+GRADCAM_LAYERS = {CifarResNet: "layer3", ConvNet: lambda net: f"features.{len(net.features) - 2}",
+                  TorchvisionResNet: "model.layer4", AlexNetFeatures: "features"}
 
 
 def attention_distillation(q: torch.Tensor, q_old: torch.Tensor) -> torch.Tensor:
@@ -52,6 +54,7 @@ class LwM(ContinualMethod):
         backbone = self.net.backbone
         if gradcam_layer is None:
             gradcam_layer = next((name for kind, name in GRADCAM_LAYERS.items() if isinstance(backbone, kind)), None)
+            gradcam_layer = gradcam_layer(backbone) if callable(gradcam_layer) else gradcam_layer
         if gradcam_layer is None:
             raise ConfigError(f"method=lwm needs convolutional feature maps, and backbone {type(backbone).__name__} "
                               f"has none known; valid choices: backbone=convnet, resnet32, gated_resnet32, resnet18, "
@@ -62,6 +65,29 @@ class LwM(ContinualMethod):
             raise ConfigError(f"method.gradcam_layer={gradcam_layer!r} is not a submodule of {type(backbone).__name__}; "
                               f"valid choices: {[n for n, _ in backbone.named_children()]}") from None
         self.gradcam_layer = gradcam_layer
+
+    def check_scenario(self, scenario) -> None:
+        """Refuse a Grad-CAM layer whose maps are 1x1 on this scenario's images: the L2-normalised map is
+        then the constant 1, and the attention term is 0 whatever the network does."""
+        super().check_scenario(scenario)
+        train = scenario[0].train
+        image = train.x[:1] if hasattr(train, "x") else train[0][0].unsqueeze(0)
+        captured = {}
+        def keep_shape(module, inputs, output):
+            captured["shape"] = tuple(output.shape[2:])
+
+        handle = self.net.backbone.get_submodule(self.gradcam_layer).register_forward_hook(keep_shape)
+        was_training = self.net.backbone.training
+        try:
+            with torch.no_grad():
+                self.net.backbone.eval()(torch.zeros(image.shape, dtype=torch.float32))
+        finally:
+            handle.remove()
+            self.net.backbone.train(was_training)
+        if captured.get("shape", (1, 1)) == (1, 1):
+            raise ConfigError(f"method.gradcam_layer={self.gradcam_layer} gives 1x1 attention maps on "
+                              f"{tuple(image.shape[1:])} images, so the attention distillation is always 0; name an "
+                              f"earlier layer in method.gradcam_layer (one with spatial extent)")
 
     def logits_and_maps(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`net`'s logits and the feature maps of its Grad-CAM layer (a leaf that requires grad for a
