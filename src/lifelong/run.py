@@ -27,6 +27,7 @@ from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
 from lifelong.methods.base import PhaseModes
 from lifelong.metrics import Results, evaluate
+from lifelong.paths import PathCache
 
 log = logging.getLogger("lifelong")
 
@@ -137,7 +138,13 @@ def restore(cfg: DictConfig, method, scenario, run_dir: Path) -> dict | None:
 
 def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     quiet_lightning()
+    started = time.monotonic()
     scenario, method = build(cfg)
+    seconds = {"build": time.monotonic() - started, "fit": 0.0, "epoch_checkpoints": 0.0, "evaluate": 0.0,
+               "task_checkpoints": 0.0, "report": 0.0}  # this attempt's time by part: results.json "seconds"
+    checkpoint_policy = checkpoints.CheckpointPolicy(**(cfg.get("checkpoint") or {}))
+    eval_cache = PathCache() if cfg.eval.get("cache", True) else None
+    plots = report.Plots()
     if cfg.get("resume"):
         run_dir = Path(cfg.resume)  # a resumed run goes on writing into its own run dir
     elif checkpoints.has_state(run_dir):
@@ -163,7 +170,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     summary = {} if state is None else state["results"]
     if summary and checkpoints.is_global_zero():
         # last.pt is written before results.json: after a kill between the two, catch up here.
-        report.write_summary(run_dir, summary)
+        report.write_summary(run_dir, summary, plots=False)
     interrupt.where.update(run_dir=run_dir, task=None, n_tasks=len(scenario), done=tasks_done)  # for the line on Ctrl-C
     for task in scenario:
         if task.id < tasks_done:
@@ -188,7 +195,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             bars = progress.callbacks(options, task.id, len(scenario), phase.name)
             trainer = L.Trainer(
                 max_epochs=method.loop_length(phase.epochs), logger=loggers or False,
-                callbacks=[PhaseModes(), *phase.callbacks, checkpoints.EpochCheckpoint(ckpt), *bars,
+                callbacks=[PhaseModes(), *phase.callbacks, checkpoints.EpochCheckpoint(ckpt, checkpoint_policy), *bars,
                            *extra_callbacks(cfg)], plugins=_cluster_plugins(),
                 enable_checkpointing=True, num_sanity_val_steps=0, default_root_dir=str(run_dir),
                 **{"use_distributed_sampler": False, **options},
@@ -207,7 +214,9 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             step_offset += trainer.global_step
             device = trainer.strategy.root_device  # under DDP: this rank's GPU
 
+        fit_start = time.monotonic()
         method.fit_task(task, fit)
+        seconds["fit"] += time.monotonic() - fit_start
         method.to(device)
         method.end_task(task, task_data([task.id], task_seed))
 
@@ -219,9 +228,11 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 yield t.augment(x.to(device)), y.to(device)
 
         variants: dict[str, list[float]] = {}
+        eval_start = time.monotonic()
         taw, tag, tag_all, task_id = evaluate(method, scenario.tasks[: task.id + 1], test_batches,
                                               cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar,
-                                              variants=variants)
+                                              variants=variants, cache=eval_cache)
+        seconds["evaluate"] += time.monotonic() - eval_start
         val_results = validation.after_task(method, task, device)  # val_* entries: what a search selects on
         if not checkpoints.is_global_zero():
             continue  # under DDP rank zero reports and checkpoints
@@ -229,10 +240,16 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         results.add_variants(task.id, variants)
         summary = report.summarize(results, {**_meta(cfg, scenario), **method.extra_results(), **val_results})
         summary["title"] = _title(cfg, scenario, run_dir)
+        seconds["epoch_checkpoints"] = checkpoint_policy.seconds
+        summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         with interrupt.deferred():  # the checkpoint first, then the results it covers: never the reverse
+            save_start = time.monotonic()
             checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
                                         wandb_logger.version if wandb_logger is not None else None)
-            report.write_summary(run_dir, summary)
+            seconds["task_checkpoints"] += time.monotonic() - save_start
+            report_start = time.monotonic()
+            report.write_summary(run_dir, summary, plots=plots.due(summary))
+            seconds["report"] += time.monotonic() - report_start
             interrupt.where.update(task=None, done=task.id + 1)  # a signal held back here comes after the task
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:

@@ -234,6 +234,7 @@ def check(cfg: DictConfig, run_dir: Path | None = None) -> None:
             elif "lr_scheduler" in str(node._target_):
                 check_scheduler(node, f"method.{name}")
     check_logger(cfg)
+    check_checkpoint(cfg)
     check_trainer(cfg)
     check_scenario(cfg)
     check_paths(cfg, run_dir)
@@ -245,6 +246,18 @@ def check_logger(cfg: DictConfig) -> None:
         mode = wandb.get("mode", "auto")
         if mode not in WANDB_MODES:
             raise ConfigError(f"logger.wandb.mode={mode!r} is unknown; valid choices: {list(WANDB_MODES)}")
+
+
+def check_checkpoint(cfg: DictConfig) -> None:
+    _integer(cfg, "checkpoint.every_n_epochs", minimum=1, allow_none=True)
+    for key, upper in (("checkpoint.every_s", None), ("checkpoint.max_fraction", 1)):
+        value = _get(cfg, key)
+        if value is not None and (not _number(value) or value < 0 or (upper is not None and value > upper)):
+            raise ConfigError(f"{key}={value!r} must be null or a number in [0, {upper or 'inf'}]"
+                              f"{', e.g. 0.02 (2 % of the training time)' if upper else ', e.g. 600 (seconds)'}")
+    cache = _get(cfg, "eval.cache")
+    if cache is not None and not isinstance(cache, bool):
+        raise ConfigError(f"eval.cache={cache!r} must be true or false")
 
 
 def check_trainer(cfg: DictConfig) -> None:
