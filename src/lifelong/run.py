@@ -23,6 +23,7 @@ from lifelong import progress
 from lifelong import report
 from lifelong import resume as checkpoints
 from lifelong import search
+from lifelong import speed
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
 from lifelong.methods.base import PhaseModes
@@ -201,10 +202,14 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 **{"use_distributed_sampler": False, **options},
             )
             ckpt_path = checkpoints.usable_checkpoint(ckpt)
+            speed_options = cfg.get("speed") or {}
+            speed.prepare(method, speed_options.get("channels_last", False), speed_options.get("compile", False))
             if not isinstance(phase.data, torch.utils.data.DataLoader):
                 ids = list(range(task.id + 1)) if phase.data == "seen" else [task.id]
                 data = task_data(ids, task_seed)
                 data.train = method.phase_data(phase, data.train if isinstance(phase.data, str) else phase.data)
+                if speed_options.get("data_on_device", False):
+                    data.train = speed.on_device(data.train, trainer.strategy.root_device)
                 data.rank, data.world_size = trainer.global_rank, trainer.world_size
                 if not phase.validate or len(data.val) == 0:
                     trainer.limit_val_batches = 0

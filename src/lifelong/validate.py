@@ -255,9 +255,10 @@ def check_checkpoint(cfg: DictConfig) -> None:
         if value is not None and (not _number(value) or value < 0 or (upper is not None and value > upper)):
             raise ConfigError(f"{key}={value!r} must be null or a number in [0, {upper or 'inf'}]"
                               f"{', e.g. 0.02 (2 % of the training time)' if upper else ', e.g. 600 (seconds)'}")
-    cache = _get(cfg, "eval.cache")
-    if cache is not None and not isinstance(cache, bool):
-        raise ConfigError(f"eval.cache={cache!r} must be true or false")
+    for key in ("eval.cache", "speed.channels_last", "speed.compile", "speed.data_on_device"):
+        value = _get(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
 
 
 def check_trainer(cfg: DictConfig) -> None:
