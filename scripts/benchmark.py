@@ -141,10 +141,24 @@ def lifelong_fit(method, phase, data, aug, batch: int, steps: int, device, args)
             trainer.fit(method, datamodule=TaskData(train, train.subset(torch.arange(0)), aug, batch_size=batch,
                                                     drop_last=True))
         sync(device)
-        return (time.perf_counter() - start) / n
+        seconds = (time.perf_counter() - start) / n
+        return seconds, trainer
 
     fit(args.warmup)
     return fit(steps)
+
+
+def checkpoint_cost(trainer) -> tuple[float, float]:
+    """(MB, seconds) of one mid-task resume point of this fit, written the way `EpochCheckpoint` writes it."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "last.ckpt")
+        start = time.perf_counter()
+        trainer.save_checkpoint(path)
+        seconds = time.perf_counter() - start
+        return os.path.getsize(path) / 2**20, seconds
 
 
 def bare_loop(method, phase, data, aug, batch: int, steps: int, device, args) -> float:
@@ -201,14 +215,16 @@ def bench_method(name: str, shape: str, args, device) -> list[str]:
             method.teacher.requires_grad_(False)
         data = images(max(4 * batch, 256), size, classes, method.task.offset)
         state = copy.deepcopy(method.state_dict())  # both loops start from the same weights
-        t_lifelong = lifelong_fit(method, phase, data, aug, batch, args.steps, device, args)
+        t_lifelong, trainer = lifelong_fit(method, phase, data, aug, batch, args.steps, device, args)
+        megabytes, write_s = checkpoint_cost(trainer)
         method.load_state_dict(state)
         t_bare = bare_loop(method, phase, data, aug, batch, args.steps, device, args)
         method.load_state_dict(state)
         unit = "synthesis iterations/s" if phase.name == "synthesis" else "images/s"
         per = 1 if phase.name == "synthesis" else batch
         lines.append(f"{name:9s} {shape:9s} {phase.name:10s} batch {batch:4d}  lifelong {per / t_lifelong:9.1f}  "
-                     f"bare {per / t_bare:9.1f} {unit:22s} ratio {t_bare / t_lifelong:5.2f}")
+                     f"bare {per / t_bare:9.1f} {unit:22s} ratio {t_bare / t_lifelong:5.2f}  "
+                     f"checkpoint {megabytes:6.1f} MB {write_s:6.2f} s = {write_s / t_lifelong:5.1f} steps")
         print(lines[-1], flush=True)
     return lines
 
@@ -234,6 +250,51 @@ def bench_augment(n: int, batch: int, device: str) -> tuple[float, float]:
     return n / t_ours, n / (time.perf_counter() - start)
 
 
+def bench_evaluation(name: str, n_tasks: int, test_size: int, batch: int, device) -> str:
+    """Seconds of every evaluation of a `n_tasks`-task run (after each task, every seen test set),
+    with the path cache (`eval.cache=true`) and without: MIND (gated ResNet-32) or CLR (ResNet-32),
+    10 classes per task, 32x32 images, every task's path in place from the start (same compute)."""
+    from lifelong.metrics import evaluate
+    from lifelong.paths import PathCache
+
+    classes = 10
+    all_tasks = tasks(classes, n_tasks)
+    if name == "mind":
+        from lifelong.methods.mind import MIND
+
+        method = MIND(backbone("resnet32"), n_tasks=n_tasks, n_classes=n_tasks * classes)
+        for task in all_tasks:
+            method.begin_task(task)
+            method.allocate(task)
+            method.end_task(task, None)
+    else:
+        from lifelong.methods.clr import CLR
+
+        method = CLR(backbone("resnet32"), partial(torch.optim.SGD, lr=0.1), random_backbone=True)
+        for task in all_tasks:
+            method.begin_task(task)
+    method.to(device).eval()
+    aug = augment().to(device)
+    sets = {t.id: images(test_size, 32, classes, t.offset) for t in all_tasks}
+
+    def batches(task):
+        data = sets[task.id]
+        for i in range(0, len(data), batch):
+            yield aug(data.x[i:i + batch].to(device), train=False), data.y[i:i + batch].to(device)
+
+    out = {}
+    for cached in (False, True):
+        cache = PathCache() if cached else None
+        sync(device)
+        start = time.perf_counter()
+        for t in range(n_tasks):
+            evaluate(method, all_tasks[: t + 1], batches, cache=cache)
+        sync(device)
+        out[cached] = time.perf_counter() - start
+    return (f"evaluation {name:5s} {n_tasks} tasks x {test_size} test images, batch {batch}: uncached "
+            f"{out[False]:7.2f} s, cached {out[True]:7.2f} s ({out[False] / out[True]:.1f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -250,6 +311,9 @@ def main() -> None:
     parser.add_argument("--data-on-device", action="store_true", help="speed.data_on_device")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
     parser.add_argument("--augment-only", action="store_true")
+    parser.add_argument("--evaluation", action="store_true", help="cached against uncached evaluation only")
+    parser.add_argument("--eval-tasks", type=int, default=None, help="default: 10 (GPU) / 5 (CPU)")
+    parser.add_argument("--eval-test-size", type=int, default=None, help="default: 1000 (GPU) / 200 (CPU)")
     args = parser.parse_args()
     gpu = args.device == "cuda"
     if args.threads:
@@ -258,6 +322,11 @@ def main() -> None:
         ours, per_image = bench_augment(4096, 128, args.device)
         print(f"augmentation on {args.device}: batch {ours:,.0f} images/s, per image {per_image:,.0f} images/s "
               f"({ours / per_image:.0f}x)")
+        return
+    if args.evaluation:
+        for name in ("mind", "clr"):
+            print(bench_evaluation(name, args.eval_tasks or (10 if gpu else 5), args.eval_test_size or
+                                   (1000 if gpu else 200), 500 if gpu else 100, torch.device(args.device)), flush=True)
         return
     args.steps = args.steps or (30 if gpu else 3)
     args.warmup = args.warmup or (5 if gpu else 1)
