@@ -213,7 +213,8 @@ def bench_method(name: str, shape: str, args, device) -> list[str]:
             method.phase = phase
             method.allocate(method.task)
             method.teacher.requires_grad_(False)
-        data = images(max(4 * batch, 256), size, classes, method.task.offset)
+        # Enough images that the timed fit runs all its steps within one epoch (drop_last).
+        data = images((max(args.steps, args.warmup) + 1) * batch, size, classes, method.task.offset)
         state = copy.deepcopy(method.state_dict())  # both loops start from the same weights
         t_lifelong, trainer = lifelong_fit(method, phase, data, aug, batch, args.steps, device, args)
         megabytes, write_s = checkpoint_cost(trainer)
