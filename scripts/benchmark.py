@@ -116,36 +116,45 @@ def augment():
     return BatchAugment([0.5] * 3, [0.25] * 3, crop_padding=4, flip=True)
 
 
-def lifelong_fit(method, phase, data, aug, batch: int, steps: int, device, args) -> float:
-    """Seconds per step of a Lightning fit of `phase`, as the runner runs it (after a warm-up fit)."""
+def lifelong_fit(method, phase, data, aug, batch: int, steps: int, device, args):
+    """(seconds per step in the steady state, seconds of the fit outside its steps, the trainer) of one
+    Lightning fit of `phase` as the runner runs it: `warmup` untimed steps, then `steps` timed ones."""
     import lightning as L
 
     from lifelong import speed
     from lifelong.data.datamodule import TaskData
     from lifelong.methods.base import PhaseModes
 
-    def fit(n: int) -> float:
-        method.phase = phase
-        speed.prepare(method, args.channels_last, args.compile)
-        trainer = L.Trainer(max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                            precision=args.precision, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            limit_train_batches=n, num_sanity_val_steps=0, callbacks=[PhaseModes()],
-                            log_every_n_steps=10, deterministic=False)
-        sync(device)
-        start = time.perf_counter()
-        if isinstance(phase.data, torch.utils.data.DataLoader):  # ABD's synthesis: iteration indices
-            trainer.fit(method, train_dataloaders=phase.data)
-        else:
-            train = speed.on_device(data, device) if args.data_on_device else data
-            trainer.fit(method, datamodule=TaskData(train, train.subset(torch.arange(0)), aug, batch_size=batch,
-                                                    drop_last=True))
-        sync(device)
-        seconds = (time.perf_counter() - start) / n
-        return seconds, trainer
+    class StepClock(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+            if batch_idx == args.warmup:
+                sync(device)
+                self.start = time.perf_counter()
 
-    fit(args.warmup)
-    return fit(steps)
+        def on_train_end(self, trainer, pl_module) -> None:
+            sync(device)
+            self.end = time.perf_counter()
+
+    clock = StepClock()
+    method.phase = phase
+    speed.prepare(method, args.channels_last, args.compile)
+    trainer = L.Trainer(max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                        precision=args.precision, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        limit_train_batches=args.warmup + steps, num_sanity_val_steps=0,
+                        callbacks=[PhaseModes(), clock], log_every_n_steps=10, deterministic=False)
+    sync(device)
+    start = time.perf_counter()
+    if isinstance(phase.data, torch.utils.data.DataLoader):  # ABD's synthesis: iteration indices
+        trainer.fit(method, train_dataloaders=phase.data)
+    else:
+        train = speed.on_device(data, device) if args.data_on_device else data
+        trainer.fit(method, datamodule=TaskData(train, train.subset(torch.arange(0)), aug, batch_size=batch,
+                                                drop_last=True))
+    sync(device)
+    total = time.perf_counter() - start
+    per_step = (clock.end - clock.start) / steps
+    return per_step, total - (args.warmup + steps) * per_step, trainer
 
 
 def checkpoint_cost(trainer) -> tuple[float, float]:
@@ -216,7 +225,7 @@ def bench_method(name: str, shape: str, args, device) -> list[str]:
         # Enough images that the timed fit runs all its steps within one epoch (drop_last).
         data = images((max(args.steps, args.warmup) + 1) * batch, size, classes, method.task.offset)
         state = copy.deepcopy(method.state_dict())  # both loops start from the same weights
-        t_lifelong, trainer = lifelong_fit(method, phase, data, aug, batch, args.steps, device, args)
+        t_lifelong, fit_overhead, trainer = lifelong_fit(method, phase, data, aug, batch, args.steps, device, args)
         megabytes, write_s = checkpoint_cost(trainer)
         method.load_state_dict(state)
         t_bare = bare_loop(method, phase, data, aug, batch, args.steps, device, args)
@@ -225,7 +234,7 @@ def bench_method(name: str, shape: str, args, device) -> list[str]:
         per = 1 if phase.name == "synthesis" else batch
         lines.append(f"{name:9s} {shape:9s} {phase.name:10s} batch {batch:4d}  lifelong {per / t_lifelong:9.1f}  "
                      f"bare {per / t_bare:9.1f} {unit:22s} ratio {t_bare / t_lifelong:5.2f}  "
-                     f"checkpoint {megabytes:6.1f} MB {write_s:6.2f} s = {write_s / t_lifelong:5.1f} steps")
+                     f"fit setup {fit_overhead:5.2f} s  checkpoint {megabytes:6.1f} MB {write_s:5.2f} s")
         print(lines[-1], flush=True)
     return lines
 
