@@ -214,6 +214,9 @@ def bench_method(name: str, shape: str, args, device) -> list[str]:
     size = args.image_size.get(shape, size)
     batch = args.batch_size.get(shape)
     method, phases = build(name, arch, classes, size, batch)
+    if args.channels_last and not getattr(method, "supports_channels_last", True):
+        print(f"{name:9s} {shape:9s} skipped: speed.channels_last is refused by {type(method).__name__}")
+        return []
     method.to(device)
     aug = augment().to(device)
     lines = []

@@ -14,7 +14,8 @@ $B
 echo "== bf16-mixed"
 $B --precision bf16-mixed
 echo "== bf16-mixed + channels_last + data on device"
-$B --precision bf16-mixed --channels-last --data-on-device
+$B --precision bf16-mixed --channels-last --data-on-device   # MIND is refused: NCHW allocation
+$B --precision bf16-mixed --data-on-device --methods mind
 echo "== + torch.compile (finetune, LwF, CLR: fixed shapes within a phase)"
 $B --precision bf16-mixed --channels-last --data-on-device --compile --methods finetune,lwf,clr --shapes cifar
 echo "== augmentation"

@@ -83,6 +83,7 @@ class MIND(ContinualMethod):
     """MIND. The run-wide `optimizer`, `scheduler` and `epochs` are not used: each phase has its own."""
 
     model_phase, subnetwork_phase = "teacher", "distill"  # phase names: dense model, then sub-network
+    supports_channels_last = False  # allocation flattens weights and ownership masks as NCHW (lifelong.speed)
 
     def __init__(self, backbone: nn.Module, optimizer: Callable | None = None, scheduler: Callable | None = None,
                  epochs: int = 1, *, n_tasks: int, n_classes: int | None = None, teacher: str = "fresh",
