@@ -235,8 +235,8 @@ def bench_method(name: str, shape: str, args, device) -> list[str]:
         method.load_state_dict(state)
         unit = "synthesis iterations/s" if phase.name == "synthesis" else "images/s"
         per = 1 if phase.name == "synthesis" else batch
-        lines.append(f"{name:9s} {shape:9s} {phase.name:10s} batch {batch:4d}  lifelong {per / t_lifelong:9.1f}  "
-                     f"bare {per / t_bare:9.1f} {unit:22s} ratio {t_bare / t_lifelong:5.2f}  "
+        lines.append(f"{name:9s} {shape:9s} {phase.name:10s} batch {batch:4d}  lifelong {per / t_lifelong:9.2f}  "
+                     f"bare {per / t_bare:9.2f} {unit:22s} ratio {t_bare / t_lifelong:5.2f}  "
                      f"fit setup {fit_overhead:5.2f} s  checkpoint {megabytes:6.1f} MB {write_s:5.2f} s")
         print(lines[-1], flush=True)
     return lines
