@@ -145,7 +145,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                "task_checkpoints": 0.0, "report": 0.0}  # this attempt's time by part: results.json "seconds"
     checkpoint_policy = checkpoints.CheckpointPolicy(**(cfg.get("checkpoint") or {}))
     eval_cache = PathCache() if cfg.eval.get("cache", True) else None
-    plots = report.Plots()
+    plot_schedule = report.Plots()
     if cfg.get("resume"):
         run_dir = Path(cfg.resume)  # a resumed run goes on writing into its own run dir
     elif checkpoints.has_state(run_dir):
@@ -253,7 +253,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                                         wandb_logger.version if wandb_logger is not None else None)
             seconds["task_checkpoints"] += time.monotonic() - save_start
             report_start = time.monotonic()
-            report.write_summary(run_dir, summary, plots=plots.due(summary))
+            report.write_summary(run_dir, summary, plots=plot_schedule.due(summary))
             seconds["report"] += time.monotonic() - report_start
             interrupt.where.update(task=None, done=task.id + 1)  # a signal held back here comes after the task
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
