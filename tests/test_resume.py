@@ -161,3 +161,38 @@ def test_resumed_run_keeps_the_earlier_training_curves(run, monkeypatch, tmp_pat
     after = list(csv.DictReader(curves.open()))
     assert [r["step"] for r in after[: len(before)]] == [r["step"] for r in before]  # earlier rows kept
     assert len(after) > len(before) and int(after[-1]["step"]) > int(before[-1]["step"])
+
+
+def test_resume_from_a_non_default_checkpoint_interval_is_bit_identical(run, monkeypatch):
+    # checkpoint.every_n_epochs=2: only the second and fourth epochs of a phase may leave a resume point.
+    overrides = ("method=lwf", "epochs=4", "trainer.limit_train_batches=2", "checkpoint.every_n_epochs=2",
+                 "checkpoint.max_fraction=null", "torch_threads=1")
+    _, full_dir = run(*overrides)
+
+    def stop_in_task_1_epoch_3(self):
+        if self.task.id == 1 and self.current_epoch == 3:
+            raise Interrupted
+
+    monkeypatch.setattr(ContinualMethod, "on_train_epoch_end", stop_in_task_1_epoch_3, raising=False)
+    with pytest.raises(Interrupted):
+        run(*overrides)
+    monkeypatch.undo()
+    stopped_dir = full_dir.parent / "run1"
+    epoch_ckpt = checkpoints.phase_checkpoint(stopped_dir, 1, 0, "train")
+    assert torch.load(epoch_ckpt, weights_only=False)["epoch"] == 1  # epoch 2 (index) was no candidate
+
+    run(*overrides, f"resume={stopped_dir}")
+    assert matrices(stopped_dir) == matrices(full_dir)
+    full = torch.load(full_dir / checkpoints.LAST, weights_only=False)["state_dict"]
+    resumed = torch.load(stopped_dir / checkpoints.LAST, weights_only=False)["state_dict"]
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_checkpoint_policy_keeps_writing_under_its_share_of_the_time():
+    policy = checkpoints.CheckpointPolicy(every_n_epochs=1, every_s=None, max_fraction=0.02)
+    assert policy.due(0, since_last=0.1, last_cost=None)  # a phase's first write: cost unknown
+    assert not policy.due(5, since_last=10.0, last_cost=0.5)  # 0.5 s of 10 s is 5 %
+    assert policy.due(5, since_last=30.0, last_cost=0.5)
+    timed = checkpoints.CheckpointPolicy(every_n_epochs=3, every_s=60, max_fraction=None)
+    assert not timed.due(1, since_last=100.0, last_cost=None)  # epoch 2 is no candidate of every 3
+    assert not timed.due(2, since_last=59.0, last_cost=None) and timed.due(2, since_last=61.0, last_cost=None)

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from lifelong import distributed
+from lifelong import distributed, paths
 
 Matrix = list[list[Optional[float]]]
 
@@ -123,13 +123,15 @@ class Results:
 
 @torch.no_grad()
 def evaluate(method, tasks, batches, limit_batches: int | None = None, progress: bool = False,
-             variants: dict[str, list[float]] | None = None):
+             variants: dict[str, list[float]] | None = None, cache=None):
     """Accuracy of `method` on the test set of every task in `tasks` (the tasks seen so far).
 
     `batches(task)` yields `(x, y)` test batches on the method's device, already normalised.
     Returns per-task TAW, TAG and task-identification accuracies and the pooled TAG accuracy; the
     per-task TAG accuracy of each of the method's other task-agnostic rules
-    (`task_agnostic_variants`) goes into `variants[name]` when a dict is given.
+    (`task_agnostic_variants`) goes into `variants[name]` when a dict is given. With a
+    `lifelong.paths.PathCache`, a method with one frozen path per task (`path_logits`) runs only the
+    paths the cache lacks, with the same results (see `lifelong.paths`).
     """
     device = method.device
     offsets = torch.tensor([t.offset for t in tasks] + [tasks[-1].offset + tasks[-1].n_classes], device=device)
@@ -144,6 +146,7 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(tasks, desc="evaluate", leave=False)
+    use_paths = cache is not None and hasattr(method, "path_logits")
     was_training = method.training
     method.eval()
     for task in iterator:
@@ -152,17 +155,22 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
         for i, (x, y) in enumerate(batches(task)):
             if limit_batches is not None and i >= limit_batches:
                 break
-            acc_taw.update(method.task_aware_logits(x, task.id).argmax(1), y - task.offset)
-            if hasattr(method, "task_agnostic_variants"):
-                scores, others = method.task_agnostic_variants(x)
-            else:  # any object with the two prediction paths
-                scores, others = method.task_agnostic_logits(x), {}
+            if use_paths:
+                taw_pred, others, _ = paths.predictions(method, task.id, i, x, len(tasks), offsets[:-1], cache)
+                pred = others.pop("")
+            else:
+                taw_pred = method.task_aware_logits(x, task.id).argmax(1)
+                if hasattr(method, "task_agnostic_variants"):
+                    scores, other_scores = method.task_agnostic_variants(x)
+                else:  # any object with the two prediction paths
+                    scores, other_scores = method.task_agnostic_logits(x), {}
+                pred, others = scores.argmax(1), {name: other.argmax(1) for name, other in other_scores.items()}
+            acc_taw.update(taw_pred, y - task.offset)
             space = getattr(task, "label_space", None)  # domain-incremental: a block id names class id mod C
             truth = y if space is None else y % space
-            for name, other in others.items():
-                other_pred = other.argmax(1) if space is None else other.argmax(1) % space
+            for name, other_pred in others.items():
+                other_pred = other_pred if space is None else other_pred % space
                 acc_variants.setdefault(name, accuracy(n_seen)).update(other_pred, truth)
-            pred = scores.argmax(1)
             named = pred if space is None else pred % space
             acc_tag.update(named, truth)
             pooled.update(named, truth)

@@ -1,6 +1,7 @@
 """What a run leaves behind: results.json, metrics.csv, plots/ and the W&B record.
 
-Everything is rewritten after every task, each file atomically (write to a temporary file in the
+Everything is rewritten after every task (the plots, about half a second per figure, at most every
+`PLOT_INTERVAL_S` and after the last task: `Plots`), each file atomically (write to a temporary file in the
 same folder, then rename), so an interrupted run never leaves a half-written result. Files get the
 permissions of a plain `open()` (0666 minus the umask), readable by colleagues on a shared disk.
 
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,10 +186,30 @@ def summarize(results: Results, extra: dict | None = None) -> dict:
     return summary
 
 
-def write_summary(run_dir: Path, summary: dict) -> None:
+def write_summary(run_dir: Path, summary: dict, plots: bool = True) -> None:
     write_json(run_dir / "results.json", summary)
     write_csv(run_dir / "metrics.csv", summary)
-    plot(summary, run_dir / "plots")
+    if plots:
+        plot(summary, run_dir / "plots")
+
+
+PLOT_INTERVAL_S = 300.0
+
+
+class Plots:
+    """When a running run redraws its plots: after its last task, and after any other task once
+    `interval_s` have passed since the last drawing (the five figures cost seconds, matplotlib's
+    import included: after every task they were most of a short run's time)."""
+
+    def __init__(self, interval_s: float = PLOT_INTERVAL_S):
+        self.interval_s, self.last = interval_s, time.monotonic()
+
+    def due(self, summary: dict) -> bool:
+        now = time.monotonic()
+        if summary["tasks_done"] < summary["n_tasks"] and now - self.last < self.interval_s:
+            return False
+        self.last = now
+        return True
 
 
 def write_all(run_dir: Path, results: Results, extra: dict | None = None) -> dict:

@@ -5,10 +5,14 @@ is killed at any moment (Ctrl-C, SIGTERM, a Slurm time limit, a crash) leaves a 
 
 - `checkpoints/last.pt` after every finished task: the method's `state_dict()`, the results so
   far, the logger step offset, the W&B run id and the config the run was trained with.
-- `checkpoints/task<t>/<i>_<phase>/last.ckpt` after every epoch of the current task: a Lightning
+- `checkpoints/task<t>/<i>_<phase>/last.ckpt` at the end of an epoch of the current task: a Lightning
   checkpoint (model, optimizer, scheduler, loop progress) plus the RNG states and the training
   sampler's generator state (`EpochCheckpoint`), so that the resumed epochs see the same batches
-  and random draws as an uninterrupted run. Deleted once the task's `last.pt` is written.
+  and random draws as an uninterrupted run. Deleted once the task's `last.pt` is written. Which
+  epochs write one is `checkpoint.*` (`CheckpointPolicy`): by default the first epoch of every
+  phase, then as often as keeps the writing under 2 % of the training time (ABD's full checkpoint
+  is ~105 MB: after each of its 250 epochs per task it cost more than the target). A resume
+  continues from whichever epoch was saved last, with the same results.
 
 On resume the runner rebuilds the method from the config, replays `begin_task` for every finished
 task, calls `method.on_load_state_dict_structure(state_dict)` and then `load_state_dict` (see the
@@ -21,6 +25,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +167,30 @@ def _sampler_generators(loader) -> list[torch.Generator]:
     return found
 
 
+class CheckpointPolicy:
+    """`checkpoint.*`: which epoch ends write a phase's mid-task resume point. An epoch end is a
+    candidate every `every_n_epochs` epochs; a candidate is skipped while less than `every_s`
+    seconds have passed since the phase started or its last write (None: no time rule), and while
+    the last write took more than `max_fraction` of the time since it ended (None: no cost rule; the
+    first write of a phase, whose cost is not known yet, is never skipped by this rule). One policy
+    serves a whole run and adds up the seconds spent writing (`seconds`, in results.json)."""
+
+    def __init__(self, every_n_epochs: int = 1, every_s: float | None = None, max_fraction: float | None = 0.02):
+        self.every_n_epochs, self.every_s, self.max_fraction = every_n_epochs, every_s, max_fraction
+        self.seconds, self.writes = 0.0, 0
+
+    def due(self, epoch: int, since_last: float, last_cost: float | None) -> bool:
+        if (epoch + 1) % self.every_n_epochs:
+            return False
+        if self.every_s is not None and since_last < self.every_s:
+            return False
+        if self.max_fraction is not None and last_cost is not None and last_cost > self.max_fraction * since_last:
+            return False
+        return True
+
+
 class EpochCheckpoint(Checkpoint):
-    """Saves `last.ckpt` at the end of every training epoch, atomically, with the RNG states.
+    """Saves `last.ckpt` at the end of a training epoch (those `policy` picks), atomically, with the RNG states.
 
     A `Checkpoint` subclass, so Lightning calls it after the LightningModule's own epoch-end hook,
     like its ModelCheckpoint. On `fit(ckpt_path=...)` the global RNG states are put back as the
@@ -172,9 +199,10 @@ class EpochCheckpoint(Checkpoint):
     sampler's generator when training starts, before its first permutation is drawn.
     """
 
-    def __init__(self, path: Path, every_n_epochs: int = 1):
-        self.path, self.every_n_epochs = Path(path), every_n_epochs
+    def __init__(self, path: Path, policy: CheckpointPolicy | None = None):
+        self.path, self.policy = Path(path), policy or CheckpointPolicy(max_fraction=None)
         self._restore: dict | None = None
+        self._last_end, self._last_cost = time.monotonic(), None  # this fit's last write: when it ended, its cost
 
     @property
     def state_key(self) -> str:
@@ -193,6 +221,7 @@ class EpochCheckpoint(Checkpoint):
         self._trainer = trainer
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self._last_end = time.monotonic()
         if self._restore is None:
             return
         for generator, state in zip(_sampler_generators(trainer.train_dataloader), self._restore["samplers"]):
@@ -200,8 +229,20 @@ class EpochCheckpoint(Checkpoint):
         self._restore = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if trainer.sanity_checking:
             return
+        due = self.policy.due(trainer.current_epoch, time.monotonic() - self._last_end, self._last_cost)
+        if trainer.world_size > 1:  # every rank takes part in a save: rank zero's clock decides for all
+            due = trainer.strategy.broadcast(due, src=0)
+        if due:
+            start = time.monotonic()
+            self._save(trainer)
+            self._last_end = time.monotonic()
+            self._last_cost = self._last_end - start
+            self.policy.seconds += self._last_cost
+            self.policy.writes += 1
+
+    def _save(self, trainer) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,10 +24,12 @@ from lifelong import progress
 from lifelong import report
 from lifelong import resume as checkpoints
 from lifelong import search
+from lifelong import speed
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
 from lifelong.methods.base import PhaseModes
 from lifelong.metrics import Results, evaluate
+from lifelong.paths import PathCache
 
 log = logging.getLogger("lifelong")
 
@@ -138,7 +140,13 @@ def restore(cfg: DictConfig, method, scenario, run_dir: Path) -> dict | None:
 
 def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     quiet_lightning()
+    started = time.monotonic()
     scenario, method = build(cfg)
+    seconds = {"build": time.monotonic() - started, "fit": 0.0, "epoch_checkpoints": 0.0, "evaluate": 0.0,
+               "task_checkpoints": 0.0, "report": 0.0}  # this attempt's time by part: results.json "seconds"
+    checkpoint_policy = checkpoints.CheckpointPolicy(**(cfg.get("checkpoint") or {}))
+    eval_cache = PathCache() if cfg.eval.get("cache", True) else None
+    plot_schedule = report.Plots()
     if cfg.get("resume"):
         run_dir = Path(cfg.resume)  # a resumed run goes on writing into its own run dir
     elif checkpoints.has_state(run_dir):
@@ -167,7 +175,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
     summary = {} if state is None else state["results"]
     if summary and checkpoints.is_global_zero():
         # last.pt is written before results.json: after a kill between the two, catch up here.
-        report.write_summary(run_dir, summary)
+        report.write_summary(run_dir, summary, plots=False)
     interrupt.where.update(run_dir=run_dir, task=None, n_tasks=len(scenario), done=tasks_done)  # for the line on Ctrl-C
     for task in scenario:
         if task.id < tasks_done:
@@ -195,16 +203,21 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             phase_index += 0 if trial else 1
             trainer = L.Trainer(
                 max_epochs=module.loop_length(phase.epochs), logger=False if trial else loggers or False,
-                callbacks=[PhaseModes(), *phase.callbacks, *([] if trial else [checkpoints.EpochCheckpoint(ckpt)]),
+                callbacks=[PhaseModes(), *phase.callbacks,
+                           *([] if trial else [checkpoints.EpochCheckpoint(ckpt, checkpoint_policy)]),
                            *bars, *extra_callbacks(cfg)], plugins=_cluster_plugins(),
                 enable_checkpointing=not trial, num_sanity_val_steps=0, default_root_dir=str(run_dir),
                 **{"use_distributed_sampler": False, **options},
             )
             ckpt_path = None if trial else checkpoints.usable_checkpoint(ckpt)
+            speed_options = cfg.get("speed") or {}
+            speed.prepare(module, speed_options.get("channels_last", False), speed_options.get("compile", False))
             if not isinstance(phase.data, torch.utils.data.DataLoader):
                 ids = list(range(task.id + 1)) if phase.data == "seen" else [task.id]
                 data = task_data(ids, task_seed)
                 data.train = module.phase_data(phase, data.train if isinstance(phase.data, str) else phase.data)
+                if speed_options.get("data_on_device", False):
+                    data.train = speed.on_device(data.train, trainer.strategy.root_device)
                 data.rank, data.world_size = trainer.global_rank, trainer.world_size
                 if not phase.validate or len(data.val) == 0:
                     trainer.limit_val_batches = 0
@@ -228,7 +241,9 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 return validation.task_accuracy(candidate, task, device)
 
         tuner.before_task(method, task, trial)
+        fit_start = time.monotonic()
         method.fit_task(task, fit)
+        seconds["fit"] += time.monotonic() - fit_start
         method.to(device)
         method.end_task(task, task_data([task.id], task_seed))
 
@@ -240,9 +255,11 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 yield t.augment(x.to(device)), y.to(device)
 
         variants: dict[str, list[float]] = {}
+        eval_start = time.monotonic()
         taw, tag, tag_all, task_id = evaluate(method, scenario.tasks[: task.id + 1], test_batches,
                                               cfg.eval.limit_batches, progress=cfg.trainer.enable_progress_bar,
-                                              variants=variants)
+                                              variants=variants, cache=eval_cache)
+        seconds["evaluate"] += time.monotonic() - eval_start
         val_results = validation.after_task(method, task, device)  # val_* entries: what a search selects on
         if not checkpoints.is_global_zero():
             continue  # under DDP rank zero reports and checkpoints
@@ -251,10 +268,16 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         summary = report.summarize(results, {**_meta(cfg, scenario), **method.extra_results(), **val_results,
                                              **tuner.results()})
         summary["title"] = _title(cfg, scenario, run_dir)
+        seconds["epoch_checkpoints"] = checkpoint_policy.seconds
+        summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         with interrupt.deferred():  # the checkpoint first, then the results it covers: never the reverse
+            save_start = time.monotonic()
             checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
                                         wandb_logger.version if wandb_logger is not None else None)
-            report.write_summary(run_dir, summary)
+            seconds["task_checkpoints"] += time.monotonic() - save_start
+            report_start = time.monotonic()
+            report.write_summary(run_dir, summary, plots=plot_schedule.due(summary))
+            seconds["report"] += time.monotonic() - report_start
             interrupt.where.update(task=None, done=task.id + 1)  # a signal held back here comes after the task
         log.info("%s\n  (task took %.1f s)", report.format_row(summary, task.id), time.time() - start)
         if wandb_logger is not None:

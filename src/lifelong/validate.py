@@ -248,6 +248,7 @@ def check(cfg: DictConfig, run_dir: Path | None = None, gpus: int | None = None)
             elif "lr_scheduler" in str(node._target_):
                 check_scheduler(node, f"method.{name}")
     check_logger(cfg)
+    check_checkpoint(cfg)
     check_trainer(cfg, gpus)
     check_scenario(cfg)
     check_memory(cfg)
@@ -270,6 +271,19 @@ def check_logger(cfg: DictConfig) -> None:
                 what = (f"contains {' '.join(repr(c) for c in bad)}, which W&B refuses in names (any of "
                         f"{' '.join(WANDB_FORBIDDEN)})" if bad else "must have 1 to 128 characters")
                 raise ConfigError(f"logger.wandb.{key}={value!r} {what}; e.g. logger.wandb.{key}={_wandb_name(value)}")
+
+
+def check_checkpoint(cfg: DictConfig) -> None:
+    _integer(cfg, "checkpoint.every_n_epochs", minimum=1, allow_none=True)
+    for key, upper in (("checkpoint.every_s", None), ("checkpoint.max_fraction", 1)):
+        value = _get(cfg, key)
+        if value is not None and (not _number(value) or value < 0 or (upper is not None and value > upper)):
+            raise ConfigError(f"{key}={value!r} must be null or a number in [0, {upper or 'inf'}]"
+                              f"{', e.g. 0.02 (2 % of the training time)' if upper else ', e.g. 600 (seconds)'}")
+    for key in ("eval.cache", "speed.channels_last", "speed.compile", "speed.data_on_device"):
+        value = _get(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
 
 
 def check_trainer(cfg: DictConfig, gpus: int | None = None) -> None:

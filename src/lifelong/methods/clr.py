@@ -29,7 +29,7 @@ from lifelong.data.scenario import Task
 from lifelong.errors import ConfigError
 from lifelong.methods.base import ContinualMethod, Phase, require_pretrained
 from lifelong.models.clr import INSERT_RULES, ReprogrammedBackbone
-from lifelong.selection import most_confident
+from lifelong.selection import choose_most_confident, most_confident
 
 
 class KeepBest(Callback):
@@ -173,6 +173,14 @@ class CLR(ContinualMethod):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.task_agnostic_logits(x)
+
+    # Evaluation through `lifelong.paths` (eval.cache=true): task j's tensors are final once task j
+    # ended, so what its reprogrammed network says about a test set is cached.
+    def path_logits(self, x: torch.Tensor, task_ids: list[int]) -> list[torch.Tensor]:
+        return [self.task_aware_logits(x, t) for t in task_ids]
+
+    def path_selection(self):
+        return choose_most_confident, {}, self.temperature
 
     # ----------------------------------------------------------------------------- accounting
     def extra_results(self) -> dict:

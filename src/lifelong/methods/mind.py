@@ -40,7 +40,7 @@ from lifelong.models.gated import (FREE, MAX_TASKS, BatchNormSnapshots, allocate
                                    batchnorm_state, gate_layers, gated_layers, he_normal_, select,
                                    set_batchnorm_state)
 from lifelong.models.net import IncrementalNet
-from lifelong.selection import SELECTORS
+from lifelong.selection import CHOOSERS, SELECTORS
 
 TEACHERS = ("fresh", "self")
 LOGIT_MASKING = ("zero", "slice")
@@ -83,6 +83,7 @@ class MIND(ContinualMethod):
     """MIND. The run-wide `optimizer`, `scheduler` and `epochs` are not used: each phase has its own."""
 
     model_phase, subnetwork_phase = "teacher", "distill"  # phase names: dense model, then sub-network
+    supports_channels_last = False  # allocation flattens weights and ownership masks as NCHW (lifelong.speed)
 
     # search=continual decays beta from its strongest setting; no published start:
     # the top of conf/hparams_search/mind_optuna.yaml, 4x the official --distill_beta 5
@@ -361,9 +362,9 @@ class MIND(ContinualMethod):
                 layer.gate = gate
             set_batchnorm_state(backbone, live_bn)
 
-    def _use_subnetwork(self, task_id: int, live_bn: list[torch.Tensor]) -> None:
+    def _use_subnetwork(self, task_id: int, live_bn: list[torch.Tensor], saved: bool) -> None:
         select(self.net.backbone, task_id, self.weight_sharing)
-        if bool(self.snapshots.saved[task_id]):
+        if saved:
             self.snapshots.load(self.net.backbone, task_id)
         else:  # the task being trained: its BatchNorm is the live one
             set_batchnorm_state(self.net.backbone, live_bn)
@@ -371,12 +372,21 @@ class MIND(ContinualMethod):
     def subnetwork_logits(self, x: torch.Tensor, task_ids: list[int] | None = None) -> list[torch.Tensor]:
         """Sub-network j on task j's classes, `[B, n_classes(j)]`, for every seen task j (or `task_ids`)."""
         task_ids = range(len(self.net.heads)) if task_ids is None else task_ids
+        saved = self.snapshots.saved.tolist()  # one read from the device per call, not one per sub-network
         out = []
         with self._swapping() as live_bn:
             for j in task_ids:
-                self._use_subnetwork(j, live_bn)
+                self._use_subnetwork(j, live_bn, bool(saved[j]))
                 out.append(self.net.heads[j](self.net.backbone(x)))
         return out
+
+    # Evaluation through `lifelong.paths` (eval.cache=true): sub-network j is final once task j ended
+    # (its weights, BatchNorm snapshot and head stay bit-identical), so its outputs on a test set are cached.
+    def path_logits(self, x: torch.Tensor, task_ids: list[int]) -> list[torch.Tensor]:
+        return self.subnetwork_logits(x, task_ids)
+
+    def path_selection(self):
+        return CHOOSERS[self.selector], {name: CHOOSERS[name] for name in SELECTORS}, self.temperature
 
     def task_aware_logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         return self.subnetwork_logits(x, [task_id])[0]
