@@ -44,6 +44,10 @@ def main() -> None:
         if memory is not None:  # every rank's memory after the last task, for tests/test_rehearsal.py
             state = {k: v.cpu() for k, v in memory.state_dict().items() if k != "_extra_state"}
             torch.save(state, out / name / f"memory_rank{os.environ.get('LOCAL_RANK', '0')}.pt")
+        # every rank's whole method state after the last task (between-task statistics, generators), for
+        # test_ddp.py's rank-equality check
+        state = {k: v.detach().cpu() for k, v in built[-1].state_dict().items() if isinstance(v, torch.Tensor)}
+        torch.save(state, out / name / f"state_rank{os.environ.get('LOCAL_RANK', '0')}.pt")
         print(f"done {name}", flush=True)
 
 
