@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lifelong.errors import ConfigError
 from lifelong.losses import distillation
 from lifelong.methods.abd import class_balance_weights
 from lifelong.methods.base import ContinualMethod, freeze
@@ -109,6 +110,10 @@ class DGR(ContinualMethod):
         return terms
 
     def configure_optimizers(self):
+        if self.trainer.gradient_clip_val:
+            raise ConfigError(f"trainer.gradient_clip_val={self.trainer.gradient_clip_val}: method=dgr steps its two "
+                              "optimizers itself (manual optimization), which Lightning does not clip; "
+                              "set trainer.gradient_clip_val=null")
         generator = {id(p) for p in self.generator.parameters()}
         solver = [p for p in self.trainable_parameters() if id(p) not in generator]
         optimizers = [self.optimizer_factory(solver),
