@@ -80,3 +80,33 @@ def test_the_readme_says_what_every_method_needs():
     methods = {p.stem for p in (CONF / "method").glob("*.yaml")}
     assert methods <= named, f"README's method-needs table lacks {sorted(methods - named)}"
     assert all(len(row.split("|")) == 6 for row in rows), "4 columns: method, backbone, weights, memory"
+
+
+# The exemplar-free rows of the two paper sweeps (README "Exemplar-free and data-free baselines"). SSRE
+# re-parameterises its convolutions: it runs on resnet32_rep, with that backbone named on its command line.
+EXEMPLAR_FREE_SWEEPS = {"abd_cifar100": ["lwf_synthetic", "dgr", "rdfcil"],
+                        "mind_cifar100": ["pass", "ssre", "fetril", "fecam"]}
+SWEEP_ROWS = [(e, m) for e, methods in EXEMPLAR_FREE_SWEEPS.items() for m in methods]
+
+
+@pytest.mark.parametrize("protocol", ["warm", "cold"])
+@pytest.mark.parametrize("experiment,method", SWEEP_ROWS, ids=[f"{e}-{m}" for e, m in SWEEP_ROWS])
+def test_exemplar_free_rows_compose_and_build_in_the_paper_sweeps(tmp_path, experiment, method, protocol):
+    """`-m experiment=<paper> method=<row>` with the warm-start protocol (`scenario.nc_first_task=50
+    scenario.n_tasks=6`: 50 classes, then 5 x 10) or the experiment's cold start composes, passes the
+    config checks, splits CIFAR-100 as asked and builds the method on the sweep's backbone."""
+    from hydra.utils import get_class, instantiate
+
+    from lifelong import config as config_checks
+    from lifelong.splits import task_sizes
+
+    warm = ["scenario.nc_first_task=50", "scenario.n_tasks=6"] if protocol == "warm" else []
+    backbone = ["backbone=resnet32_rep"] if method == "ssre" else []
+    cfg = compose_config(tmp_path, f"experiment={experiment}", f"method={method}", *backbone, *warm)
+    config_checks.check(cfg)
+    sizes = task_sizes(cfg.dataset.n_classes, cfg.scenario.n_tasks, cfg.scenario.nc_first_task)
+    assert sizes == ([50] + [10] * 5 if protocol == "warm" else [100 // cfg.scenario.n_tasks] * cfg.scenario.n_tasks)
+    built = instantiate(cfg.method, backbone=instantiate(cfg.backbone), optimizer=instantiate(cfg.optimizer),
+                        scheduler=instantiate(cfg.scheduler), epochs=cfg.epochs, _convert_="object")
+    assert isinstance(built, get_class(cfg.method._target_))
+    assert built.epochs == cfg.epochs and cfg.dataset.name == "cifar100"

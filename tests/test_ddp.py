@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (MIND and PackNet once hung here: a rank whose test shard had no batch skipped the sync of the
 # task-agnostic variants' accuracies; lifelong.metrics.evaluate now syncs the same metrics on every rank.)
 METHODS = ["abd", "bic", "clr", "der", "ebll", "ewc", "fetril", "finetune", "gdumb", "hat", "icarl", "joint", "lwf",
-           "mind", "packnet", "pass", "replay", "si"]
+           "mind", "packnet", "pass", "replay", "si", "dgr"]
 # The rehearsal families: a memory chosen after the task (icarl: herding), filled online from every
 # rank's slice (replay: reservoir; der: with logits payloads), before the task (gdumb: greedy), and
 # two memories with a held-out phase (bic). Each rank's memories are dumped by tests/ddp_worker.py.

@@ -155,3 +155,4 @@ def test_frozen_backbone_methods_beat_finetune_on_split_digits(run):
     for method in ("fetril", "fecam"):
         summary, _ = run(f"method={method}", *setting)
         assert summary["final_avg_acc_tag"] > finetune["final_avg_acc_tag"] + 0.2, method
+

@@ -228,6 +228,9 @@ class ContinualMethod(L.LightningModule):
 
     def end_task(self, task: Task, data) -> None:
         """Called after training on `task`; `data.batches(...)` iterates its training data."""
+        # Under DDP a rank's BatchNorm running statistics include its own share of the last batch: rank zero's
+        # on every rank, so that the frozen copy and what is computed from here on are the same everywhere.
+        self.broadcast_from_rank0(self.net)
         if self.keeps_old_model:
             self.old_net = freeze(copy.deepcopy(self.net))
         if self.memory is not None:

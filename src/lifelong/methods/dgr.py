@@ -11,9 +11,11 @@ by the frozen previous solver f* over its n_old classes (y' = argmax f*(x')), an
 
 with w_i = r for old-class labels and 1 - r for new-class ones (the official `dw_cls`: weights 1 on
 the first task), KD_T the soft cross-entropy at temperature T without T^2. Both are trained at
-every step of the same loop, the generator on real plus replayed images; since neither loss reaches
-the other's parameters, one optimizer over both is the official pair of optimizers built with the
-same settings (`new_optimizer`). After each task the scholar is copied and frozen (`old_net`,
+every step of the same loop, the generator on real plus replayed images, each with its own optimizer
+(the official `optimizer` and `generator.optimizer`, both built by `new_optimizer` from the solver's
+settings: `generator_optimizer: null`; a different one can be given, see conf/method/dgr.yaml). The
+method therefore steps its two optimizers itself (Lightning's manual optimization); the scheduler,
+when there is one, is built for each, as the official `generator_scheduler`. After each task the scholar is copied and frozen (`old_net`,
 `old_generator`): the generator is stored between tasks, in the state dict, and counted in
 results.json's `memory`.
 
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lifelong.errors import ConfigError
 from lifelong.losses import distillation
 from lifelong.methods.abd import class_balance_weights
 from lifelong.methods.base import ContinualMethod, freeze
@@ -41,9 +44,13 @@ class DGR(ContinualMethod):
     keeps_old_model = True
 
     def __init__(self, *args, mu: float = 1.0, T: float = 2.0, class_balance: bool = True, image_size: int = 32,
-                 channels: int = 3, z_size: int = 1024, replay_batch_size: int | None = None, **kwargs):
+                 channels: int = 3, z_size: int = 1024, replay_batch_size: int | None = None,
+                 generator_optimizer=None, **kwargs):
         kwargs.setdefault("ce_scope", "seen")
         super().__init__(*args, **kwargs)
+        self.automatic_optimization = False  # two optimizers, one step each per batch (training_step)
+        # Official: the generator's optimizer is `new_optimizer(self.generator)`, the solver's settings; None = that.
+        self.generator_optimizer_factory = generator_optimizer
         self.mu = mu  # `--mu 1` for DGR in experiments/cifar100-*.sh
         self.T = T  # `--temp` default 2.0 (run_dfcil.py), `self.DTemp`
         # Official: `mappings` r / 1 - r per label on the solver CE and the generator's reconstruction.
@@ -101,6 +108,37 @@ class DGR(ContinualMethod):
         generator = self.generator.loss_terms(pixels, weights)
         terms["gen_recon"], terms["gen_kl"] = generator["recon"], generator["kl"]
         return terms
+
+    def configure_optimizers(self):
+        if self.trainer.gradient_clip_val:
+            raise ConfigError(f"trainer.gradient_clip_val={self.trainer.gradient_clip_val}: method=dgr steps its two "
+                              "optimizers itself (manual optimization), which Lightning does not clip; "
+                              "set trainer.gradient_clip_val=null")
+        generator = {id(p) for p in self.generator.parameters()}
+        solver = [p for p in self.trainable_parameters() if id(p) not in generator]
+        optimizers = [self.optimizer_factory(solver),
+                      (self.generator_optimizer_factory or self.optimizer_factory)(list(self.generator.parameters()))]
+        if self.scheduler_factory is None:
+            return optimizers
+        return optimizers, [self.scheduler_factory(o) for o in optimizers]
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The official order: both losses from one batch, then one step of the solver and of the generator.
+        Neither loss reaches the other's parameters, so one backward of their sum gives both gradients."""
+        optimizers = self.optimizers()
+        loss = super().training_step(batch, batch_idx)  # the named terms, logged
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(loss)
+        for optimizer in optimizers:
+            optimizer.step()
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()  # per epoch, as the official `scheduler.step()` and `generator_scheduler.step()`
+        super().on_train_epoch_end()
 
     def extra_results(self) -> dict:
         params = list(self.generator.parameters())

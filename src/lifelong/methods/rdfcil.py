@@ -65,11 +65,13 @@ def balanced_class_weights(counts: torch.Tensor) -> torch.Tensor:
 class RDFCIL(ContinualMethod):
     keeps_old_model = True
 
-    def __init__(self, backbone: nn.Module, optimizer, scheduler=None, epochs: int = 1, *,
+    def __init__(self, backbone: nn.Module, optimizer, scheduler=None, epochs: int = 1, ce_scope: str = "current", *,
                  lambda_ce: float = 0.5, lambda_hkd: float = 0.15, lambda_rkd: float = 0.5,
                  refine_epochs: int = 40, refine_lr: float = 0.005, relation_dim_factor: int = 2,
                  synthetic_batch_size: int | None = None, **synthesis):
-        super().__init__(backbone, optimizer, scheduler, epochs, ce_scope="current")
+        # ce_scope is accepted (experiment=abd_cifar100 sets it for its baselines) but R-DFCIL's CEs are its own:
+        # over the seen classes on the first task and for real + synthetic data, over the new ones for the local CE.
+        super().__init__(backbone, optimizer, scheduler, epochs, ce_scope)
         if refine_epochs < 0:
             raise ConfigError(f"method.refine_epochs={refine_epochs} must be >= 0 (0: no refinement stage)")
         self.lambda_ce = lambda_ce  # config/cifar100.yaml model.lambda_ce 0.5
