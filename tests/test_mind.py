@@ -222,7 +222,7 @@ def test_mind_variants_keep_old_tasks_frozen(run, monkeypatch, variant):
     if "method.weight_sharing=false" in variant:  # disjoint: sub-network j is task j's weights alone
         layer = gated_layers(method.net.backbone)[0][1]
         with method._swapping() as live:
-            method._use_subnetwork(1, live)
+            method._use_subnetwork(1, live, bool(method.snapshots.saved[1]))
             assert torch.equal(layer.gate.bool(), layer.owner == 1)
 
 
