@@ -300,7 +300,7 @@ def test_deepinversion_and_lwf_mc_end_to_end(run):
 
 # ------------------------------------------------------------------ end-to-end regression, real runner
 ABD_DIGITS = ["dataset=digits", "scenario.n_tasks=5", "backbone=convnet", "epochs=8", "batch_size=32",
-              "logger=none", "trainer.enable_progress_bar=false"]
+              "logger=none", "trainer.enable_progress_bar=false", "torch_threads=1"]
 
 
 @pytest.mark.slow
