@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,47 @@ def test_runs_cut_at_random_moments_resume_to_the_uninterrupted_matrices(tmp_pat
 
 
 def test_interruption_is_deferred_while_results_are_written():
-    with interrupt.handle_signals():
-        with pytest.raises(interrupt.RunInterrupted) as stop:
+    with pytest.raises(interrupt.RunInterrupted) as stop:
+        with interrupt.handle_signals():
             with interrupt.deferred():
                 os.kill(os.getpid(), signal.SIGTERM)
                 written = True  # still runs: the signal waits for the block's end
-        assert written and stop.value.exit_status == 143
+            not_reached = True
+    assert written and stop.value.exit_status == 143 and "not_reached" not in locals()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers put back
+
+
+def test_an_interruption_that_was_swallowed_is_raised_again():
+    """Code that clears errors (torch's C initialisation after a failed numpy import, a __del__)
+    swallows the exception the handler raised: the signal still ends the block."""
+    with pytest.raises(interrupt.RunInterrupted) as stop:
+        with interrupt.handle_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except BaseException:  # noqa: BLE001
+                pass
+            swallowed = True
+    assert swallowed and stop.value.exit_status == 130
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_run_whose_interruption_was_swallowed_stops_as_interrupted(tmp_path, name):
+    """Through the real entry point: a callback swallows the exception of a signal sent during the
+    first training batch. The run still stops there, with the resume line and 128 + the signal, and
+    results.json is marked interrupted (it used to go on, or exit 0 through Lightning's SIGTERM exit)."""
+    run = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", SWALLOWED_SIGNAL=name,
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=quickstart", "logger=none",
+                           "torch_threads=1", "+callbacks.swallow._target_=swallow.SwallowSignal",
+                           f"hydra.run.dir={run}"], capture_output=True, text=True, env=env, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 128 + signal.Signals[name], proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("interrupted during task 1 of 5; resume with:"), proc.stderr[-2000:]
+    assert (run / "swallowed").read_text() == name  # the exception really was swallowed
+    assert not (run / "results.json").exists() or json.loads((run / "results.json").read_text())["status"] != "complete"
 
 
 def test_a_handler_installed_by_someone_else_is_kept():

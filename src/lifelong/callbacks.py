@@ -7,6 +7,8 @@ records which submodules are in train mode and flags two kinds of violation, a m
 `frozen_modules()` (or one inside it) in train mode, and a parameter the optimizer updates whose
 module is in eval mode without being frozen (a generator trained with running BatchNorm
 statistics, say). One JSON line per fit goes to `<run dir>/mode_audit.jsonl`.
+
+`Interruptions` is not optional: the runner adds it to every fit.
 """
 from __future__ import annotations
 
@@ -14,6 +16,19 @@ import json
 from pathlib import Path
 
 import lightning as L
+
+from lifelong import interrupt
+
+
+class Interruptions(L.Callback):
+    """In every fit (added by the runner): a signal whose exception got lost where it landed (see
+    `lifelong.interrupt`) ends the fit at the next training batch instead of never."""
+
+    def on_train_batch_end(self, *args) -> None:
+        interrupt.check()
+
+    def on_validation_batch_end(self, *args) -> None:
+        interrupt.check()
 
 
 class ModeAudit(L.Callback):

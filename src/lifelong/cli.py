@@ -87,9 +87,17 @@ def main(cfg: DictConfig) -> float | None:
             summary = train_sequence(cfg, attempt_dir)
     except interrupt.RunInterrupted as stop:
         _interrupted(stop, attempt_dir, run_dir, resume_dir, fresh)
+    except SystemExit:  # Lightning ends a fit after SIGTERM with SystemExit(None): status 0
+        if interrupt.pending() is None:
+            raise
+        _interrupted(interrupt.pending(), attempt_dir, run_dir, resume_dir, fresh)
     except Exception as error:  # noqa: BLE001  (sorted below; anything else goes up with its traceback)
-        if interrupt.cause(error) is not None:  # a library wrapped the interruption in its own error
-            _interrupted(interrupt.cause(error), attempt_dir, run_dir, resume_dir, fresh)
+        # A library wrapped the interruption in its own error, or failed after swallowing it (an import
+        # cut half-way): either way the signal is what ended the run.
+        stop = interrupt.cause(error) or interrupt.pending()
+        if stop is not None:
+            log.debug("after the signal: %r", error)
+            _interrupted(stop, attempt_dir, run_dir, resume_dir, fresh)
         cause = user_error(error)
         message = str(cause) if cause is not None else None
         if message is None and isinstance(error, OSError):

@@ -3,7 +3,14 @@
 `handle_signals()` turns SIGINT and SIGTERM into `RunInterrupted`, a `BaseException` (not a
 `KeyboardInterrupt`, which Lightning swallows and turns into exit status 1). It propagates out of
 any fit or between-task loop; `with deferred():` postpones it while files are written (a task's
-results and its checkpoint), so an interruption never leaves one without the other. The entry
+results and its checkpoint), so an interruption never leaves one without the other.
+
+A signal is also recorded when its exception is lost: Python runs the handler between two bytecodes,
+and code that clears errors swallows what it raised (torch's C initialisation clears a failed numpy
+import, a `__del__` ignores exceptions). `check()` raises a recorded signal at safe points (after
+the imports, before and after each phase, before a task's results are written), and an error or a
+`SystemExit` (Lightning's own SIGTERM exit, status 0) that follows a signal counts as the
+interruption. So a signal can never be lost and a run that got one never ends as finished. The entry
 point (`lifelong.run.main`) marks `results.json` as interrupted, prints one line
 
     interrupted during task k of T; resume with: python train.py ... resume=<run dir>
@@ -36,17 +43,29 @@ class RunInterrupted(BaseException):
         return 128 + self.signum
 
 
-_pending: list[int] = []  # signals received inside `deferred()`
+_received: list[int] = []  # every signal since the outermost `handle_signals` began, raised or not
 # Where the run is (set by the task loop): the interruption line and results.json name it.
 where: dict = {"run_dir": None, "task": None, "n_tasks": 0, "done": 0}
-_depth = 0
+_depth = 0  # open `deferred()` blocks
+_scopes = 0  # open `handle_signals()` blocks
 
 
 def _handler(signum, frame) -> None:
-    if _depth > 0:
-        _pending.append(signum)
-        return
-    raise RunInterrupted(signum)
+    _received.append(signum)
+    if _depth == 0:
+        raise RunInterrupted(signum)  # may be swallowed where it lands: `check()` raises it again
+
+
+def pending() -> RunInterrupted | None:
+    """The interruption a signal of this scope asked for (None when no signal came)."""
+    return RunInterrupted(_received[0]) if _received else None
+
+
+def check() -> None:
+    """Raise the interruption a signal asked for, if any, unless results are being written."""
+    stop = pending()
+    if stop is not None and _depth == 0:
+        raise stop
 
 
 def _ours_to_take(signum: int) -> bool:
@@ -60,15 +79,21 @@ def handle_signals():
     handlers come back afterwards. A handler installed by someone else (submitit) is left alone."""
     import threading
 
+    global _scopes
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS if _ours_to_take(s)}
     for s in previous:
         signal.signal(s, _handler)
+    if _scopes == 0:
+        _received.clear()  # a new run (kept after the block: its error handlers read it)
+    _scopes += 1
     try:
         yield
+        check()  # a signal whose exception was swallowed inside the block
     finally:
+        _scopes -= 1
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -85,7 +110,9 @@ def at_startup(cleanup=None):
         with handle_signals():
             yield
     except BaseException as error:  # noqa: BLE001  (Hydra may wrap the interruption in its own error)
-        stop = None if isinstance(error, SystemExit) else cause(error)  # SystemExit: handled and said already
+        stop = cause(error) or pending()  # a failure after a signal: its lost exception's doing
+        if isinstance(error, SystemExit) and (error.code not in (0, None) or stop is None):
+            raise  # handled and said already (status 2, 130, 143) or a plain exit
         if stop is None:
             raise
         if cleanup is not None:
@@ -114,10 +141,7 @@ def deferred():
         yield
     finally:
         _depth -= 1
-        if _depth == 0 and _pending:
-            signum = _pending[0]
-            _pending.clear()
-            raise RunInterrupted(signum)
+    check()
 
 
 def command_line(run_dir: Path) -> str:

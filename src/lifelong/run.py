@@ -25,6 +25,7 @@ from lifelong import report
 from lifelong import resume as checkpoints
 from lifelong import search
 from lifelong import speed
+from lifelong.callbacks import Interruptions
 from lifelong.data.datamodule import TaskData, batch_loader, concat
 from lifelong.loggers import RunCSVLogger, RunWandbLogger, wandb_mode
 from lifelong.methods.base import PhaseModes
@@ -181,6 +182,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         if task.id < tasks_done:
             continue
         interrupt.where["task"] = task.id
+        interrupt.check()  # a signal whose exception was lost (lifelong.interrupt): stop before the task
         start = time.time()
         task_seed = cfg.seed * 1000 + task.id  # every task starts from a known RNG state (resumable)
         L.seed_everything(task_seed, workers=True, verbose=False)
@@ -203,7 +205,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
             phase_index += 0 if trial else 1
             trainer = L.Trainer(
                 max_epochs=module.loop_length(phase.epochs), logger=False if trial else loggers or False,
-                callbacks=[PhaseModes(), *phase.callbacks,
+                callbacks=[PhaseModes(), Interruptions(), *phase.callbacks,
                            *([] if trial else [checkpoints.EpochCheckpoint(ckpt, checkpoint_policy)]),
                            *bars, *extra_callbacks(cfg)], plugins=_cluster_plugins(),
                 enable_checkpointing=not trial, num_sanity_val_steps=0, default_root_dir=str(run_dir),
@@ -224,6 +226,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
                 trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
             else:
                 trainer.fit(module, train_dataloaders=phase.data, ckpt_path=ckpt_path)
+            interrupt.check()
             step_offset += 0 if trial else trainer.global_step
             device = trainer.strategy.root_device  # under DDP: this rank's GPU
             distributed.broadcast_batchnorm_statistics(method)  # every rank evaluates rank zero's model
@@ -270,6 +273,7 @@ def train_sequence(cfg: DictConfig, run_dir: Path) -> dict:
         summary["title"] = _title(cfg, scenario, run_dir)
         seconds["epoch_checkpoints"] = checkpoint_policy.seconds
         summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+        interrupt.check()  # never write a task's results after a signal
         with interrupt.deferred():  # the checkpoint first, then the results it covers: never the reverse
             save_start = time.monotonic()
             checkpoints.save_task_state(run_dir, method, summary, cfg, step_offset,
