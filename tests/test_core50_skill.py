@@ -284,7 +284,8 @@ def test_paper_blocks_of_the_other_papers_name_their_table_and_a_results_key(tmp
     from test_paper_numbers import write_run
 
     summary = report.summarize(Results(2), {})  # the keys of every results.json
-    for experiment in ("mind_cifar100", "clr_dataset_sequence", "clr_skill", "ebll_scenes_birds_flowers"):
+    for experiment in ("mind_cifar100", "mind_tinyimagenet", "mind_core50", "clr_dataset_sequence", "clr_skill",
+                       "ebll_scenes_birds_flowers"):
         cfg = compose_config(tmp_path / "unused", f"experiment={experiment}")
         assert "not transcribed" in cfg.paper.source and list(cfg.paper.results) == []
         assert cfg.paper.metric in summary

@@ -99,3 +99,22 @@ def test_the_abd_coreset_rows_match_runs_with_a_memory(tmp_path):
     bic = entry("bic", "method=bic")  # its own memory (random), 2,000 images
     assert bic["mean"] == 45.9 and bic["std"] == 1.8
     assert yaml.safe_load((tmp_path / "bic" / ".hydra" / "config.yaml").read_text())["memory"]["size"] == 2000
+
+
+def test_the_facil_experiment_records_the_survey_numbers_quoted_in_its_issues(tmp_path):
+    def entry(name, *overrides, final=0.3):
+        overrides = ["experiment=facil_cifar100_10x10", *overrides]
+        write_run(tmp_path / "sweep" / name, compose_config(tmp_path / "unused", *overrides), overrides,
+                  [final], [final])
+        return paper_entry(tmp_path / "sweep" / name)
+
+    lwf = entry("lwf", "method=lwf", "memory=none", final=0.25)  # LwF without exemplars, 10/10
+    assert (lwf["mean"], lwf.get("std"), lwf["metric"]) == (30.2, None, "final_avg_acc_tag")
+    assert "issues/36" in lwf["source"]
+    assert entry("lwf_e", "method=lwf") is None  # LwF-E (the herding memory): its row was not read
+    lucir = entry("lucir", "method=lucir", "scenario.n_tasks=11", "scenario.nc_first_task=50")
+    assert lucir["mean"] == 43.4 and "issues/6" in lucir["source"]
+    assert entry("lucir_10", "method=lucir") is None  # 10/10: not the 50/11 number
+    text = to_markdown(aggregate(tmp_path / "sweep"))
+    line = next(l for l in text.splitlines() if "memory=none method=lwf" in l and "30.20" in l)
+    assert "| final_avg_acc_tag | 25.00 | 30.20 | -5.20 |" in line  # one seed: no std
