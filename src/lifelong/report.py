@@ -112,7 +112,7 @@ def plot(summary: dict, folder: Path) -> dict[str, Path]:
         # Margins fixed in inches (axis labels, a two-line title), not measured by tight_layout:
         # its extra pass over every tick label was half of the drawing time.
         fig = Figure(figsize=(width, height), dpi=110)
-        fig.subplots_adjust(left=0.6 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.5 / height)
+        fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.5 / height)
         return fig, fig.subplots()
 
     def titled(ax, what: str) -> None:
