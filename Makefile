@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install fashion-mnist test test-fast quickstart bench gpu-bench fmnist-benchmark clean
+.PHONY: help install fashion-mnist test test-fast quickstart bench gpu-bench gpu-bench-dry fmnist-benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,12 +35,16 @@ test-fast: $(STAMP)  ## the suite without the slow end-to-end runs
 quickstart: $(STAMP)  ## LwF on split digits, offline, on CPU
 	$(PY) train.py experiment=quickstart
 
-bench: $(STAMP)  ## training throughput against a bare PyTorch loop, and a run's fixed cost (CPU)
+bench: $(STAMP)  ## throughput against a bare PyTorch loop, checkpoint and evaluation shares, fixed cost (CPU)
 	$(PY) scripts/benchmark.py --threads 1
+	$(PY) scripts/benchmark.py --threads 1 --shares
 	$(PY) scripts/bench_fixed_cost.py
 
 gpu-bench: $(STAMP)  ## every GPU figure of the README's speed section (one GPU, a few minutes)
 	PYTHON=$(PY) bash scripts/gpu_bench.sh
+
+gpu-bench-dry: $(STAMP)  ## gpu-bench's every step once at toy sizes on the CPU: checks it runs
+	PYTHON=$(PY) bash scripts/gpu_bench.sh --dry-run
 
 fmnist-benchmark: $(STAMP) fashion-mnist  ## the README's Fashion-MNIST table: methods x 3 seeds, aggregated
 	PYTHON=$(PY) scripts/fmnist_benchmark.sh

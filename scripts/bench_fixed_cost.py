@@ -7,8 +7,10 @@ training and evaluation (imports, data, model building, checkpoints, results, pl
 Each measurement is a fresh `python train.py ...` process: wall-clock seconds and the CPU seconds
 of the process (user + system). The run is the quickstart (LwF, split digits, 5 tasks) cut to one
 epoch per task, without W&B; its results.json splits the run's time by part (`seconds`: build,
-fit, evaluate, checkpoints, report), so `fixed = wall - fit - evaluate`. Checkouts without that
-split print the wall and CPU time only.
+fit, evaluate, checkpoints, report), so `fixed = wall - fit - evaluate`; the floor under it is a bare
+`python -c "import torch, lightning"`, and what a run adds over that floor is printed in wall and CPU
+seconds (CPU: the process's user + system time less the floor's and less fit + evaluate). Checkouts
+without that split print the wall and CPU time only.
 """
 from __future__ import annotations
 
@@ -69,10 +71,12 @@ def main() -> None:
         runs.append((wall, cpu, seconds))
 
     med = statistics.median
-    print(f"checkout: {repo}")
-    for module in ("torch", "lightning"):
+    print(f"checkout: {repo}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    floor = (0.0, 0.0)
+    for module in ("torch", "torch, lightning"):
         costs = [import_cost(module) for _ in range(args.repeat)]
-        print(f"python -c 'import {module}': wall {med(w for w, _ in costs):.2f} s, CPU {med(c for _, c in costs):.2f} s")
+        floor = (med(w for w, _ in costs), med(c for _, c in costs))
+        print(f"python -c 'import {module}': wall {floor[0]:.2f} s, CPU {floor[1]:.2f} s")
     print(f"config error ({' '.join(ERROR_RUN)}): wall {med(w for w, _ in errors):.2f} s, "
           f"CPU {med(c for _, c in errors):.2f} s (median of {args.repeat})")
     print(f"tiny run ({' '.join(TINY_RUN)}): wall {med(w for w, _, _ in runs):.2f} s, "
@@ -80,9 +84,11 @@ def main() -> None:
     if all(s is not None for _, _, s in runs):
         fixed = [w - s["fit"] - s["evaluate"] for w, _, s in runs]
         parts = {k: med(s[k] for _, _, s in runs) for k in runs[0][2]}
-        print(f"  fixed cost (wall - fit - evaluate): {med(fixed):.2f} s; by part (median): "
+        over = [c - s["fit"] - s["evaluate"] - floor[1] for _, c, s in runs]
+        print(f"  fixed cost (wall - fit - evaluate): {med(fixed):.2f} s; over the floor of 'import torch, "
+              f"lightning': wall {med(fixed) - floor[0]:.2f} s, CPU {med(over):.2f} s; by part (median): "
               + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
-              + "  (the rest: Python, torch and Lightning imports, the last plots)")
+              + "  (the rest: Python, Hydra, torch and Lightning imports, the dataset's imports, the last plots)")
 
 
 if __name__ == "__main__":

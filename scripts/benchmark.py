@@ -4,13 +4,18 @@
     python scripts/benchmark.py --device cuda                     # a GPU, paper-sized batches
     python scripts/benchmark.py --device cuda --precision bf16-mixed --channels-last --data-on-device
     python scripts/benchmark.py --augment-only                    # batch augmentation alone
+    python scripts/benchmark.py --methods abd --shapes cifar --batch-cifar 128   # ABD's paper batch
+    python scripts/benchmark.py --evaluation     # cached against uncached evaluation; MIND's in-place inference
+    python scripts/benchmark.py --evaluation --methods mind_inference   # MIND's in-place inference alone
+    python scripts/benchmark.py --shares         # checkpoint and evaluation shares of the paper-setting runs
+    python scripts/benchmark.py --dry-run        # (with any mode) toy sizes: checks the script runs
 
 For each method (finetune, LwF, ABD, MIND, CLR) and each data shape (CIFAR: 3x32x32, ResNet-32;
 ImageNet: 3x224x224, ResNet-18), the same model, optimizer, data and batch go through
 
 - lifelong: a Lightning fit of the method's phase, as the runner runs it (`TaskData` over uint8
   images in memory, `BatchAugment` on the device, `PhaseModes`, `self.log` of every loss term;
-  no progress bar, no checkpoints: those are measured by `scripts/bench_fixed_cost.py`);
+  no progress bar; the size and write time of the fit's checkpoint are measured after it);
 - bare: a loop written here: a random batch indexed from the same uint8 tensor already on the
   device, the same augmentation, `loss = sum(method.loss_terms(x, y).values())`, backward, the
   method's gradient hooks (MIND's masks), `optimizer.step()`. No Lightning, no DataLoader, no
@@ -24,6 +29,11 @@ figure to watch (target >= 0.9 on a GPU). Options: `--precision` (Lightning's `t
 the bare loop uses `torch.autocast`), `--channels-last` and `--compile` (`speed.*`, applied to both
 loops by `lifelong.speed.prepare`), `--data-on-device` (`speed.data_on_device`: lifelong's loader
 indexes device tensors too).
+
+`--shares` projects, for each paper-setting experiment file, the shares of a whole run that go
+to checkpoints and to evaluation, from costs measured here (see `bench_shares`): a model of the run,
+not a run. `--evaluation` also compares MIND's task-agnostic inference with its sub-networks swapped
+in place against copying the network per sub-network (the official code).
 """
 from __future__ import annotations
 
@@ -308,10 +318,230 @@ def bench_evaluation(name: str, n_tasks: int, test_size: int, batch: int, device
             f"{out[False]:7.2f} s, cached {out[True]:7.2f} s ({out[False] / out[True]:.1f}x)")
 
 
+@torch.no_grad()
+def bench_mind_inference(n_tasks: int, batch: int, device) -> str:
+    """MIND's task-agnostic inference with every sub-network of an `n_tasks`-task run allocated:
+    gates and BatchNorm swapped in place (ours) against a copy of the network per sub-network and
+    batch (the official code), images/s on one batch of random 32x32 images."""
+    from lifelong.methods.mind import MIND
+    from lifelong.models.gated import gated_resnet32, select
+    from lifelong.selection import most_confident
+
+    torch.manual_seed(0)
+    method = MIND(gated_resnet32(), n_tasks=n_tasks, n_classes=n_tasks * 10)
+    for task in tasks(10, n_tasks):
+        method.begin_task(task)
+        method.allocate(task)
+        method.end_task(task, None)
+    method.to(device).eval()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+
+    def copied(x):
+        logits = []
+        for j in range(len(method.net.heads)):
+            net = copy.deepcopy(method.net.backbone)
+            select(net, j)
+            method.snapshots.load(net, j)
+            logits.append(method.net.heads[j](net(x)))
+        return most_confident(logits, method.temperature)[0]
+
+    rates = []
+    for infer in (method.task_agnostic_logits, copied):
+        infer(x)  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        infer(x)
+        sync(device)
+        rates.append(batch / (time.perf_counter() - start))
+    return (f"MIND task-agnostic inference, {n_tasks} sub-networks, batch {batch}: in place {rates[0]:8.1f} images/s, "
+            f"copying the network per sub-network {rates[1]:8.1f} images/s")
+
+
+# --shares: what share of a paper-setting run its checkpoints and its evaluation take, projected
+# from measured costs. Test-set and training-set sizes per task of each experiment's data:
+SIZES = {  # dataset -> (train images, test images, classes): whole dataset, split over its tasks
+    "cifar100": (50000, 10000, 100),
+    "fashion_mnist": (60000, 10000, 10),
+}
+SEQUENCE_SIZES = {  # dataset-sequence entry -> (train, test, classes) of its task (the official splits)
+    "flowers102": (1020, 6149, 102), "dtd": (1880, 1880, 47), "fgvc_aircraft": (3334, 3333, 100),
+    "eurosat": (21600, 5400, 10),  # 27,000 images, our 80/20 split (scenario.test_fraction)
+    "svhn": (73257, 26032, 10), "scenes": (5360, 1340, 67), "birds": (5994, 5794, 200),
+}
+SHARE_EXPERIMENTS = ("abd_cifar100", "mind_cifar100", "clr_dataset_sequence", "clr_skill",
+                     "ebll_scenes_birds_flowers", "facil_cifar100_10x10", "fmnist_benchmark")
+
+
+def experiment_config(name: str):
+    """The composed config of `experiment=<name>`, with random backbones (no weights download)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    overrides = [f"experiment={name}", "hardware=cpu", "logger=none", "trainer.enable_progress_bar=false"]
+    if name.startswith(("clr", "ebll")):
+        overrides.append("backbone.weights=null")
+    if name.startswith("clr"):
+        overrides.append("method.random_backbone=true")
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def task_sizes(cfg, name: str) -> list[tuple[int, int, int]]:
+    """(train, test, classes) of every task of the experiment; train after its validation share."""
+    from pathlib import Path
+    import re
+
+    val = float(cfg.scenario.get("val_fraction") or 0.0)
+    if cfg.scenario.get("datasets") is None:
+        train, test, classes = SIZES[cfg.dataset.name]
+        n = int(cfg.scenario.n_tasks)
+        sizes = [(train // n, test // n, classes // n)] * n
+    elif name == "clr_skill":  # the experiment file lists "classes / train / test" of every SKILL task
+        text = (Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{name}.yaml").read_text()
+        sizes = [(int(t), int(e), int(c)) for c, t, e in re.findall(r"# (\d+) / (\d+) / (\d+)", text)]
+    else:
+        sizes = [SEQUENCE_SIZES[str(d)] for d in cfg.scenario.datasets]
+    return [(int(train * (1 - val)), test, classes) for train, test, classes in sizes]
+
+
+def build_from_config(cfg):
+    from hydra.utils import instantiate
+
+    memory = {"memory": instantiate(cfg.memory)} if cfg.get("memory") and cfg.memory.get("_target_") else {}
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return instantiate(cfg.method, backbone=instantiate(cfg.backbone), optimizer=instantiate(cfg.optimizer),
+                       scheduler=scheduler, epochs=cfg.epochs, _convert_="object", **memory)
+
+
+def simulated_writes(policy, epochs: int, epoch_s: float, write_s: float) -> int:
+    """How many mid-task resume points `policy` (`checkpoint.*`) writes in a phase of `epochs`
+    epochs of `epoch_s` seconds each, when one write takes `write_s` (as `EpochCheckpoint` decides)."""
+    writes, since, last = 0, 0.0, None
+    for epoch in range(epochs):
+        since += epoch_s
+        if policy.due(epoch, since, last):
+            writes, since, last = writes + 1, 0.0, write_s
+    return writes
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def bench_shares(name: str, args) -> str:
+    """One experiment's run, projected: training = sum over tasks and phases of epochs x steps per
+    epoch x the measured seconds per step (a timed Lightning fit of that phase at the experiment's
+    batch size); mid-task checkpoints = the writes `checkpoint.*` makes at that epoch length x the
+    measured write time; last.pt after every task; evaluation = the test images each evaluation
+    passes (every path of MIND/CLR on the new test set, the newest path on the old ones: the path
+    cache) x the measured seconds per image. Synthetic images; 224-px datasets at 64 px (the same
+    model, cheaper steps: the checkpoint share is then overstated)."""
+    import os
+    import tempfile
+
+    from lifelong.data.datamodule import TaskData
+    from lifelong.data.datasets import ImageSet
+    from lifelong.data.scenario import Task
+    from lifelong.data.transforms import BatchAugment
+    from lifelong.metrics import evaluate
+    from lifelong.paths import PathCache
+    from lifelong.resume import CheckpointPolicy
+
+    cfg = experiment_config(name)
+    sizes = task_sizes(cfg, name)
+    channels = int(cfg.dataset.get("channels", 3))
+    size = min(int(cfg.scenario.get("image_size") or cfg.dataset.get("image_size") or 32), 64)
+    batch, eval_batch = int(cfg.batch_size), min(int(cfg.eval.batch_size), args.eval_batch_cap)
+    if args.dry_run:
+        batch = eval_batch = 4
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    method = build_from_config(cfg)
+    method.loop_limit = 1 if args.dry_run else None  # dry run: EBLL's autoencoder fit runs one epoch
+    offsets = [sum(c for _, _, c in sizes[:i]) for i in range(len(sizes))]
+
+    def data(n: int, t: int) -> ImageSet:
+        return ImageSet(torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8),
+                        torch.randint(0, sizes[t][2], (n,)) + offsets[t])
+
+    aug = BatchAugment([0.5] * channels, [0.25] * channels, crop_padding=int(cfg.dataset.get("crop_padding") or 0),
+                       flip=bool(cfg.dataset.get("flip", False)))
+    empty = data(0, 0)
+    tasks = [Task(i, list(range(offsets[i], offsets[i] + sizes[i][2])), offsets[i],
+                  data((args.warmup + args.steps + 1) * batch, i), empty, data(eval_batch, i), aug)
+             for i in range(min(2, len(sizes)))]
+    step_s, write = {}, {}  # (task index, phase) -> seconds per step / (MB, seconds) per mid-task write
+    ran = {0: [], 1: []}  # task index -> the phases it ran
+    for task in tasks:
+        method.begin_task(task)
+        method.to(device)
+        train = task.train
+
+        def fit(phase, task=task, train=train) -> None:
+            phase_train = method.phase_data(phase, train)
+            seconds, _, trainer = lifelong_fit(method, phase, phase_train, aug.to(device), batch, args.steps, device, args)
+            step_s[task.id, phase.name] = seconds
+            ran[task.id].append(phase)
+            write[task.id, phase.name] = checkpoint_cost(trainer)
+
+        method.fit_task(task, fit)
+        method.end_task(task, TaskData(train, empty, aug, batch_size=batch))
+    with tempfile.TemporaryDirectory() as folder:  # last.pt: the method's state after task 1
+        path = os.path.join(folder, "last.pt")
+        start = time.perf_counter()
+        torch.save({"state_dict": method.state_dict()}, path)
+        task_write_s, task_mb = time.perf_counter() - start, os.path.getsize(path) / 2**20
+
+    def eval_seconds(cache) -> float:  # after task 1: both test sets, one batch each
+        sync(device)
+        start = time.perf_counter()
+        evaluate(method, tasks, lambda t: iter([(aug(t.test.x.to(device), train=False), t.test.y.to(device))]),
+                 cache=cache)
+        sync(device)
+        return time.perf_counter() - start
+
+    eval_seconds(None)  # warm-up
+    paths = hasattr(method, "path_logits") and cfg.eval.get("cache", True)
+    # Path methods: a fresh cache runs both paths on both test sets (4 passes); others: 2 test sets.
+    per_image = eval_seconds(PathCache() if paths else None) / ((4 if paths else 2) * eval_batch)
+
+    policy = CheckpointPolicy(**(cfg.get("checkpoint") or {}))
+    memory = int(cfg.memory.size) if cfg.get("memory") and cfg.memory.get("_target_") else 0  # exemplars per step
+    train_s = ckpt_s = eval_s = writes = 0.0
+    for t, (n_train, _, _) in enumerate(sizes):
+        measured = min(t, 1)
+        for phase in ran[measured]:
+            if isinstance(phase.data, torch.utils.data.DataLoader):
+                steps = len(phase.data)
+            else:
+                seen = sum(train for train, _, _ in sizes[: t + 1])
+                n = seen if phase.data == "seen" else n_train + (min(memory, seen - n_train) if phase.data == "task" else 0)
+                steps = n // batch if cfg.drop_last else -(-n // batch)
+            epochs = phase.epochs
+            epoch_s = steps * step_s[measured, phase.name]
+            n_writes = simulated_writes(policy, epochs, epoch_s, write[measured, phase.name][1])
+            train_s += epochs * epoch_s
+            ckpt_s += n_writes * write[measured, phase.name][1]
+            writes += n_writes
+        ckpt_s += task_write_s
+        tests = [test for _, test, _ in sizes[: t + 1]]
+        images = (t + 1) * tests[-1] + sum(tests[:-1]) if paths else sum(tests)
+        eval_s += images * per_image
+    total = train_s + ckpt_s + eval_s
+    mid = max(write.values(), key=lambda v: v[0])
+    return (f"{name:26s} {type(method).__name__:9s} {len(sizes):2d} tasks  training {duration(train_s):>7s}  "
+            f"checkpoints {100 * ckpt_s / total:5.2f} % ({writes:.0f} mid-task writes of up to {mid[0]:.0f} MB, "
+            f"{mid[1]:.2f} s; last.pt {task_mb:.0f} MB, {task_write_s:.2f} s)  evaluation {100 * eval_s / total:5.2f} % "
+            f"({per_image * 1e3:.2f} ms per test image{' and path' if paths else ''})")
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="with --evaluation: mind, clr, mind_inference")
     parser.add_argument("--shapes", default="cifar,imagenet")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 on CPU, 30 on a GPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 1 / 5)")
@@ -327,6 +557,11 @@ def main() -> None:
     parser.add_argument("--evaluation", action="store_true", help="cached against uncached evaluation only")
     parser.add_argument("--eval-tasks", type=int, default=None, help="default: 10 (GPU) / 5 (CPU)")
     parser.add_argument("--eval-test-size", type=int, default=None, help="default: 1000 (GPU) / 200 (CPU)")
+    parser.add_argument("--shares", action="store_true",
+                        help="checkpoint and evaluation shares of each paper-setting run, projected from measured costs")
+    parser.add_argument("--experiments", default=",".join(SHARE_EXPERIMENTS), help="for --shares")
+    parser.add_argument("--eval-batch-cap", type=int, default=256, help="--shares: at most this test batch (memory)")
+    parser.add_argument("--dry-run", action="store_true", help="every mode once at toy sizes: checks the script runs")
     args = parser.parse_args()
     gpu = args.device == "cuda"
     if args.threads:
@@ -337,15 +572,30 @@ def main() -> None:
               f"({ours / per_image:.0f}x)")
         return
     if args.evaluation:
-        for name in ("mind", "clr"):
-            print(bench_evaluation(name, args.eval_tasks or (10 if gpu else 5), args.eval_test_size or
-                                   (1000 if gpu else 200), 500 if gpu else 100, torch.device(args.device)), flush=True)
+        tiny, wanted = args.dry_run, set(args.methods.split(","))  # mind, clr, mind_inference
+        for name in [n for n in ("mind", "clr") if n in wanted]:
+            print(bench_evaluation(name, 2 if tiny else args.eval_tasks or (10 if gpu else 5), 8 if tiny else
+                                   args.eval_test_size or (1000 if gpu else 200), 4 if tiny else 500 if gpu else 100,
+                                   torch.device(args.device)), flush=True)
+        if wanted & {"mind", "mind_inference"}:
+            print(bench_mind_inference(2 if tiny else 10, 4 if tiny else 1000, torch.device(args.device)), flush=True)
         return
-    args.steps = args.steps or (30 if gpu else 3)
-    args.warmup = args.warmup or (5 if gpu else 1)
+    args.steps = args.steps or (1 if args.dry_run else 30 if gpu else 3)
+    args.warmup = args.warmup or (5 if gpu and not args.dry_run else 1)
+    if args.shares:
+        from lifelong.run import quiet_lightning
+
+        quiet_lightning()
+        print(f"shares of a paper-setting run, projected from costs measured on cpu, {torch.get_num_threads()} "
+              f"threads, torch {torch.__version__} ({args.steps} timed steps per phase)", flush=True)
+        for name in args.experiments.split(","):
+            print(bench_shares(name, args), flush=True)
+        return
     args.batch_size = {"cifar": args.batch_cifar or (128 if gpu else 32),
                        "imagenet": args.batch_imagenet or (64 if gpu else 8)}
     args.image_size = {"imagenet": args.imagenet_size or (224 if gpu else 64)}
+    if args.dry_run:  # toy sizes: every method and shape, one timed step
+        args.batch_size, args.image_size = {"cifar": 4, "imagenet": 2}, {"imagenet": 64}
     device = torch.device(args.device)
     if gpu:
         torch.backends.cudnn.benchmark = True

@@ -34,6 +34,19 @@ def test_quickstart_smoke_leaves_a_run_directory(tmp_path):
     assert "after task 4:" in result.stdout + result.stderr + (run / "train.log").read_text()
 
 
+def test_lightning_comes_without_torchmetrics_optional_backends():
+    """`lean_imports.lightning()` (what a run imports Lightning with) leaves scipy, torchvision and
+    matplotlib unimported, and torchmetrics' accuracy, which evaluation uses, still works."""
+    code = ("import sys, torch; from lifelong import lean_imports; lean_imports.lightning(); "
+            "from torchmetrics.classification import MulticlassAccuracy; "
+            "m = MulticlassAccuracy(num_classes=3, average='micro'); m.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1])); "
+            "print(round(m.compute().item(), 4), sorted(k for k in ('scipy', 'torchvision', 'matplotlib') if k in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["0.6667", "[]"]
+
+
 def _fake_run(tmp_path, content: bytes | None) -> str:
     """A run dir from an earlier run whose checkpoints/last.pt holds `content` (None: no checkpoint)."""
     run = tmp_path / "earlier"

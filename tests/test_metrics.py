@@ -98,3 +98,38 @@ def test_evaluate_counts_taw_tag_and_task_identity():
     assert tag == [1.0, 0.0, 0.0]
     assert pooled == pytest.approx(1 / 3)
     assert task_id == [1.0, 0.0, 0.0]
+
+
+def test_one_forward_pass_per_test_batch_gives_the_two_path_results():
+    """A method with the base class's prediction paths is evaluated with one pass of its network per
+    test batch (`ContinualMethod.test_scores`), with the results of calling both paths."""
+    from functools import partial
+
+    from lifelong.data.datasets import ImageSet
+    from lifelong.data.scenario import Task
+    from lifelong.methods.finetune import Finetune
+    from lifelong.models.backbones import mlp
+
+    torch.manual_seed(0)
+    empty = ImageSet(torch.zeros(0, 1, 4, 4, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    tasks = [Task(i, [2 * i, 2 * i + 1], 2 * i, empty, empty, empty) for i in range(3)]
+    method = Finetune(mlp(1, 4, hidden=(8,)), partial(torch.optim.SGD, lr=0.1))
+    for task in tasks:
+        method.begin_task(task)
+    data = {t.id: (torch.randn(20, 1, 4, 4), torch.randint(0, 2, (20,)) + t.offset) for t in tasks}
+
+    class BothPaths(torch.nn.Module):  # the same method, seen through its two prediction methods only
+        device = torch.device("cpu")
+
+        def task_aware_logits(self, x, task_id):
+            return method.task_aware_logits(x, task_id)
+
+        def task_agnostic_logits(self, x):
+            return method.task_agnostic_logits(x)
+
+    passes = []
+    method.net.backbone.register_forward_hook(lambda *_: passes.append(1))
+    one_pass = evaluate(method, tasks, lambda t: iter([data[t.id]]))
+    assert len(passes) == len(tasks)
+    assert one_pass == evaluate(BothPaths(), tasks, lambda t: iter([data[t.id]]))
+    assert len(passes) == 3 * len(tasks)

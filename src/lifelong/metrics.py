@@ -158,6 +158,10 @@ def evaluate(method, tasks, batches, limit_batches: int | None = None, progress:
             if use_paths:
                 taw_pred, others, _ = paths.predictions(method, task.id, i, x, len(tasks), offsets[:-1], cache)
                 pred = others.pop("")
+            elif hasattr(method, "test_scores"):  # a ContinualMethod: one forward pass where it can
+                taw_logits, scores, other_scores = method.test_scores(x, task.id)
+                taw_pred = taw_logits.argmax(1)
+                pred, others = scores.argmax(1), {name: other.argmax(1) for name, other in other_scores.items()}
             else:
                 taw_pred = method.task_aware_logits(x, task.id).argmax(1)
                 if hasattr(method, "task_agnostic_variants"):

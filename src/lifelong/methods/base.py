@@ -357,6 +357,19 @@ class ContinualMethod(L.LightningModule):
         forward passes; each is reported as `acc_tag_<name>` in results.json."""
         return self.task_agnostic_logits(x), {}
 
+    def test_scores(self, x: torch.Tensor, task_id: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """`(task_aware_logits(x, task_id), *task_agnostic_variants(x))`: what evaluation calls per test
+        batch. A method that keeps this class's three prediction methods gets both from one forward
+        pass (they slice the same `self.net(x)`): evaluation then costs one pass per batch, not two."""
+        own = ContinualMethod
+        if all(getattr(type(self), name) is getattr(own, name)
+               for name in ("task_aware_logits", "task_agnostic_logits", "task_agnostic_variants")):
+            logits = self.net(x)
+            start, size = self.net.offsets[task_id], self.net.task_sizes[task_id]
+            return logits[:, start : start + size], logits, {}
+        scores, others = self.task_agnostic_variants(x)
+        return self.task_aware_logits(x, task_id), scores, others
+
     # ----------------------------------------------------------------------------- DDP (between fits)
     # With `hardware=ddp` every rank runs the task loop, so `end_task` runs on every rank; what it
     # computes must end identical everywhere. Without DDP all of these are no-ops (lifelong.distributed).
