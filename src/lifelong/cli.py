@@ -82,9 +82,10 @@ def main(cfg: DictConfig) -> float | None:
             if fresh:  # Hydra made a new run dir for this attempt; the run goes on in resume_dir
                 _remove_attempt(attempt_dir)
         with interrupt.handle_signals():
-            from lifelong import lean_imports
+            if (cfg.get("speed") or {}).get("lean_imports", True):
+                from lifelong import lean_imports
 
-            lean_imports.lightning()  # without torchmetrics' scipy, torchvision and matplotlib: a second less
+                lean_imports.lightning()  # without torchmetrics' scipy, torchvision and matplotlib: a second less
             from lifelong.run import train_sequence
 
             summary = train_sequence(cfg, attempt_dir)
