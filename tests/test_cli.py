@@ -150,6 +150,20 @@ BAD_INPUT = [
     (["hardware=tpu"], "hardware=tpu is unknown; valid choices: ['cpu', 'ddp', 'gpu'] (did you mean `gpu`?)"),
     (["logger=wandb", "logger.wandb.project=team/runs"],
      "logger.wandb.project='team/runs' contains '/', which W&B refuses in names"),
+    # Trainer arguments the runner passes itself used to reach Lightning twice (a TypeError traceback after
+    # the setup, and a run dir left behind), as did names Lightning's Trainer does not take.
+    (["+trainer.max_epochs=3"], "trainer.max_epochs=3: lifelong sets this Lightning Trainer argument itself for "
+                                "every fit; set epochs=<n>"),
+    (["trainer.max_epochs=3"], "trainer.max_epochs=3: lifelong sets this Lightning Trainer argument itself"),
+    (["+trainer.logger=false"], "trainer.logger=False: lifelong sets this Lightning Trainer argument itself for "
+                                "every fit; choose logger=csv, logger=wandb or logger=none"),
+    (["+trainer.max_epoch=3"], "trainer.max_epoch=3: Lightning's Trainer has no argument `max_epoch`; "
+                               "did you mean `max_epochs`?"),
+    (["+trainer.bogus=1"], "trainer.bogus=1: Lightning's Trainer has no argument `bogus`; its arguments: "),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 must be a number >= 0 (0 or null: no clipping)"),
+    (["scenario.nc_first_task=-1"], "scenario.nc_first_task=-1 must be at least 1 (or null: tasks of equal size)"),
+    (["scenario.n_tasks=1", "scenario.nc_first_task=5"],
+     "scenario.nc_first_task=5: with scenario.n_tasks=1 the one task holds all 10 classes"),
 ]
 
 
@@ -223,6 +237,20 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
                                     f"and continue with resume={tmp_path}/run"
     assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes
                 or p.name.startswith(".") and p.name != ".hydra" and p.parent.name != ".hydra"]
+
+
+def test_a_full_disk_during_an_atomic_move_names_the_destination():
+    """Lightning's atomic checkpoint save writes a temporary file elsewhere and moves it into the run dir;
+    on a full disk the move fails with both names, and the line must name the run's file, not the temporary."""
+    import errno
+
+    from lifelong import validate
+
+    error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/tmpmrjo_9d1", None,
+                    "/runs/a/checkpoints/task0/0_train/last.ckpt.tmp")
+    assert validate.disk_error_message(error, "/runs/a") == (
+        "no space left writing /runs/a/checkpoints/task0/0_train/last.ckpt.tmp (No space left on device); "
+        "free space and continue with resume=/runs/a")
 
 
 def test_config_errors_come_before_the_heavy_imports(tmp_path):
@@ -305,6 +333,18 @@ def test_the_early_checks_know_the_methods_ce_scopes():
     from lifelong.methods.base import CE_SCOPES
 
     assert validate.CE_SCOPES == CE_SCOPES
+
+
+def test_the_trainer_arguments_read_without_lightning_agree_with_lightning():
+    import inspect
+
+    import lightning
+
+    from lifelong import validate
+
+    arguments = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+    assert validate.trainer_arguments() == arguments
+    assert set(validate.RUNNER_TRAINER_KEYS) <= arguments
 
 
 def test_the_gpu_count_without_torch_agrees_with_torch():
