@@ -239,6 +239,15 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
                 or p.name.startswith(".") and p.name != ".hydra" and p.parent.name != ".hydra"]
 
 
+def test_bad_input_in_a_sweep_leaves_no_sweep_directory(tmp_path):
+    """The first run of a -m sweep fails: one line, exit 2, and neither its run dir nor the sweep's folder
+    (Hydra's multirun.yaml alone) is left in outputs/."""
+    result = train("-m", "seed=abc,1", "logger=none", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == "error: seed='abc' must be an integer, e.g. seed=1"
+    assert not (tmp_path / "outputs").exists(), sorted(map(str, (tmp_path / "outputs").rglob("*")))
+
+
 def test_a_full_disk_during_an_atomic_move_names_the_destination():
     """Lightning's atomic checkpoint save writes a temporary file elsewhere and moves it into the run dir;
     on a full disk the move fails with both names, and the line must name the run's file, not the temporary."""
