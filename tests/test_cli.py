@@ -248,6 +248,22 @@ def test_bad_input_in_a_sweep_leaves_no_sweep_directory(tmp_path):
     assert not (tmp_path / "outputs").exists(), sorted(map(str, (tmp_path / "outputs").rglob("*")))
 
 
+@pytest.mark.slow
+def test_a_local_sweep_shows_progress_and_names_its_failed_run_in_one_line(tmp_path):
+    """hydra/launcher=local: a line per change of the sweep's state, the job logs in .submitit/ (no stray
+    `.submitit/%j`), and a run that fails on bad input is one line naming it, not submitit's traceback."""
+    result = train("-m", "hydra/launcher=local", "seed=abc,1", "debug=smoke", "logger=none", "torch_threads=1",
+                   cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "sweep: 2/2 runs done" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: 1 of 2 runs failed: run #0 (seed=abc debug=smoke logger=none torch_threads=1): "
+        "seed='abc' must be an integer, e.g. seed=1 (job logs: ")
+    sweep = next((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert (sweep / ".submitit").is_dir() and not list(tmp_path.rglob("*%j*"))
+    assert json.loads((sweep / "1_finetune" / "results.json").read_text())["status"] == "complete"
+
+
 def test_a_full_disk_during_an_atomic_move_names_the_destination():
     """Lightning's atomic checkpoint save writes a temporary file elsewhere and moves it into the run dir;
     on a full disk the move fails with both names, and the line must name the run's file, not the temporary."""
