@@ -163,6 +163,20 @@ BAD_INPUT = [
     (["hardware=tpu"], "hardware=tpu is unknown; valid choices: ['cpu', 'ddp', 'gpu'] (did you mean `gpu`?)"),
     (["logger=wandb", "logger.wandb.project=team/runs"],
      "logger.wandb.project='team/runs' contains '/', which W&B refuses in names"),
+    # Trainer arguments the runner passes itself used to reach Lightning twice (a TypeError traceback after
+    # the setup, and a run dir left behind), as did names Lightning's Trainer does not take.
+    (["+trainer.max_epochs=3"], "trainer.max_epochs=3: lifelong sets this Lightning Trainer argument itself for "
+                                "every fit; set epochs=<n>"),
+    (["trainer.max_epochs=3"], "trainer.max_epochs=3: lifelong sets this Lightning Trainer argument itself"),
+    (["+trainer.logger=false"], "trainer.logger=False: lifelong sets this Lightning Trainer argument itself for "
+                                "every fit; choose logger=csv, logger=wandb or logger=none"),
+    (["+trainer.max_epoch=3"], "trainer.max_epoch=3: Lightning's Trainer has no argument `max_epoch`; "
+                               "did you mean `max_epochs`?"),
+    (["+trainer.bogus=1"], "trainer.bogus=1: Lightning's Trainer has no argument `bogus`; its arguments: "),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 must be a number >= 0 (0 or null: no clipping)"),
+    (["scenario.nc_first_task=-1"], "scenario.nc_first_task=-1 must be at least 1 (or null: tasks of equal size)"),
+    (["scenario.n_tasks=1", "scenario.nc_first_task=5"],
+     "scenario.nc_first_task=5: with scenario.n_tasks=1 the one task holds all 10 classes"),
 ]
 
 
@@ -236,6 +250,45 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_files(tmp_path):
                                     f"and continue with resume={tmp_path}/run"
     assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes
                 or p.name.startswith(".") and p.name != ".hydra" and p.parent.name != ".hydra"]
+
+
+def test_bad_input_in_a_sweep_leaves_no_sweep_directory(tmp_path):
+    """The first run of a -m sweep fails: one line, exit 2, and neither its run dir nor the sweep's folder
+    (Hydra's multirun.yaml alone) is left in outputs/."""
+    result = train("-m", "seed=abc,1", "logger=none", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == "error: seed='abc' must be an integer, e.g. seed=1"
+    assert not (tmp_path / "outputs").exists(), sorted(map(str, (tmp_path / "outputs").rglob("*")))
+
+
+@pytest.mark.slow
+def test_a_local_sweep_shows_progress_and_names_its_failed_run_in_one_line(tmp_path):
+    """hydra/launcher=local: a line per change of the sweep's state, the job logs in .submitit/ (no stray
+    `.submitit/%j`), and a run that fails on bad input is one line naming it, not submitit's traceback."""
+    result = train("-m", "hydra/launcher=local", "seed=abc,1", "debug=smoke", "logger=none", "torch_threads=1",
+                   cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "sweep: 2/2 runs done" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: 1 of 2 runs failed: run #0 (seed=abc debug=smoke logger=none torch_threads=1): "
+        "seed='abc' must be an integer, e.g. seed=1 (job logs: ")
+    sweep = next((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert (sweep / ".submitit").is_dir() and not list(tmp_path.rglob("*%j*"))
+    assert json.loads((sweep / "1_finetune" / "results.json").read_text())["status"] == "complete"
+
+
+def test_a_full_disk_during_an_atomic_move_names_the_destination():
+    """Lightning's atomic checkpoint save writes a temporary file elsewhere and moves it into the run dir;
+    on a full disk the move fails with both names, and the line must name the run's file, not the temporary."""
+    import errno
+
+    from lifelong import validate
+
+    error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/tmpmrjo_9d1", None,
+                    "/runs/a/checkpoints/task0/0_train/last.ckpt.tmp")
+    assert validate.disk_error_message(error, "/runs/a") == (
+        "no space left writing /runs/a/checkpoints/task0/0_train/last.ckpt.tmp (No space left on device); "
+        "free space and continue with resume=/runs/a")
 
 
 def test_config_errors_come_before_the_heavy_imports(tmp_path):
@@ -318,6 +371,18 @@ def test_the_early_checks_know_the_methods_ce_scopes():
     from lifelong.methods.base import CE_SCOPES
 
     assert validate.CE_SCOPES == CE_SCOPES
+
+
+def test_the_trainer_arguments_read_without_lightning_agree_with_lightning():
+    import inspect
+
+    import lightning
+
+    from lifelong import validate
+
+    arguments = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+    assert validate.trainer_arguments() == arguments
+    assert set(validate.RUNNER_TRAINER_KEYS) <= arguments
 
 
 def test_the_gpu_count_without_torch_agrees_with_torch():

@@ -152,12 +152,15 @@ def remove_unstarted_run_dir() -> None:
 
 
 def _remove_attempt(path: Path) -> None:
-    """Remove the run dir Hydra made for this attempt, and the date folders above it left empty."""
+    """Remove the run dir Hydra made for this attempt, and the folders above it left empty: date folders,
+    and a sweep's folder that holds nothing but Hydra's `multirun.yaml` (a sweep whose first run failed)."""
     shutil.rmtree(path, ignore_errors=True)
     cwd = Path.cwd().resolve()
     parent = path.resolve().parent
     while parent != cwd and cwd in parent.parents:
         try:
+            if {p.name for p in parent.iterdir()} == {"multirun.yaml"}:
+                (parent / "multirun.yaml").unlink()
             parent.rmdir()  # only when empty
         except OSError:
             break

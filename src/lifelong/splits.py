@@ -29,7 +29,12 @@ def task_sizes(n_classes: int, n_tasks: int, nc_first_task: int | None) -> list[
                 f"{divisors}, or set scenario.nc_first_task so the rest divides evenly"
             )
         return [n_classes // n_tasks] * n_tasks
-    if not 0 < nc_first_task < n_classes or (n_tasks == 1 and nc_first_task != n_classes):
+    if nc_first_task < 1:
+        raise ConfigError(f"scenario.nc_first_task={nc_first_task} must be at least 1 (or null: tasks of equal size)")
+    if n_tasks == 1 and nc_first_task != n_classes:
+        raise ConfigError(f"scenario.nc_first_task={nc_first_task}: with scenario.n_tasks=1 the one task holds all "
+                          f"{n_classes} classes; leave scenario.nc_first_task=null")
+    if nc_first_task >= n_classes:
         raise ConfigError(
             f"scenario.nc_first_task={nc_first_task} is too large for {n_classes} classes in {n_tasks} "
             f"tasks; it must leave at least one class for each of the other {n_tasks - 1} tasks"

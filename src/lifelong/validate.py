@@ -111,6 +111,8 @@ def check_command_line(args: list[str], conf_dir: Path) -> None:
                 if depth == 0 and part in _groups(conf_dir):
                     break
                 where = ".".join(parts[:depth]) or "the top level"
+                if parts[0] == "trainer" and depth == 1 and part in RUNNER_TRAINER_KEYS:
+                    raise ConfigError(trainer_key_problem(part, text.split("=", 1)[1]))
                 extra = "; other Lightning Trainer arguments go in as +trainer.<name>=<value>" if parts[0] == "trainer" else ""
                 raise ConfigError(f"{text}: there is no key `{key}` ({where} has no `{part}`); "
                                   f"{_suggest(part, node.keys())}{extra}")
@@ -287,6 +289,13 @@ def check_checkpoint(cfg: DictConfig) -> None:
 
 
 def check_trainer(cfg: DictConfig, gpus: int | None = None) -> None:
+    for name, value in (cfg.get("trainer") or {}).items():
+        problem = trainer_key_problem(str(name), value)
+        if problem:
+            raise ConfigError(problem)
+    clip = _get(cfg, "trainer.gradient_clip_val")
+    if clip is not None and (not _number(clip) or clip < 0):  # Lightning skips clipping silently for values <= 0
+        raise ConfigError(f"trainer.gradient_clip_val={clip!r} must be a number >= 0 (0 or null: no clipping), e.g. 1.0")
     accelerator = _get(cfg, "trainer.accelerator")
     if accelerator not in ACCELERATORS:
         raise ConfigError(f"trainer.accelerator={accelerator!r} is unknown; valid choices: {list(ACCELERATORS)}")
@@ -306,6 +315,52 @@ def check_trainer(cfg: DictConfig, gpus: int | None = None) -> None:
         if isinstance(wanted, int) and wanted > count:
             raise ConfigError(f"trainer.devices={devices} but this machine has {count} GPU"
                               f"{'s' if count != 1 else ''}; use trainer.devices={count} or fewer")
+
+
+# Lightning Trainer arguments that lifelong.run sets itself for every fit (a +trainer.<name> for one of
+# them would be passed twice), with the key that sets each.
+RUNNER_TRAINER_KEYS = {
+    "max_epochs": "set epochs=<n> (each task's main phase; a method's other phases have their own method.*epochs keys)",
+    "logger": "choose logger=csv, logger=wandb or logger=none",
+    "callbacks": "add one with +callbacks.<name>._target_=<class>",
+    "default_root_dir": "choose the run directory with hydra.run.dir=<dir>",
+    "enable_checkpointing": "resume points are lifelong's own: see checkpoint.* in conf/config.yaml",
+    "num_sanity_val_steps": "lifelong always sets 0",
+    "plugins": "lifelong sets its own (under Slurm: SLURMEnvironment without Lightning's requeue, lifelong.run)",
+}
+
+
+def trainer_arguments() -> set[str] | None:
+    """The keyword arguments of `lightning.Trainer`, read from its source without importing Lightning
+    (an import takes seconds); None where the source cannot be found or read."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("lightning")
+        source = Path(spec.origin).parent / "pytorch" / "trainer" / "trainer.py"
+        tree = ast.parse(source.read_text())
+    except (AttributeError, OSError, SyntaxError, TypeError, ValueError, ImportError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    return {a.arg for a in item.args.args + item.args.kwonlyargs} - {"self"}
+    return None
+
+
+def trainer_key_problem(name: str, value) -> str | None:
+    """The error for `trainer.<name>=<value>` that lifelong sets itself or Lightning's Trainer does not take."""
+    if name in RUNNER_TRAINER_KEYS:
+        return (f"trainer.{name}={value}: lifelong sets this Lightning Trainer argument itself for every fit; "
+                f"{RUNNER_TRAINER_KEYS[name]}")
+    known = trainer_arguments()
+    if known is not None and name not in known:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`?" if close else "its arguments: python -c 'import lightning; help(lightning.Trainer)'"
+        return f"trainer.{name}={value}: Lightning's Trainer has no argument `{name}`; {hint}"
+    return None
 
 
 # Device nodes of a GPU driver (NVIDIA, AMD ROCm, WSL): without any of them torch sees no GPU either.
@@ -401,10 +456,12 @@ def check_task_state(run_dir: Path) -> None:
 
 def disk_error_message(error: OSError, run_dir: Path | str = "<run dir>") -> str | None:
     """One line for an OSError a user fixes on their side (full disk, read-only or missing folder)."""
+    # A move or copy (an atomic save's last step) names its destination second: the file that could not be written.
+    target = error.filename2 or error.filename
     if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return (f"no space left writing {error.filename or 'into ' + str(run_dir)} ({os.strerror(error.errno)}); "
+        return (f"no space left writing {target or 'into ' + str(run_dir)} ({os.strerror(error.errno)}); "
                 f"free space and continue with resume={run_dir}")
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (f"cannot write {error.filename or 'a run file'} ({os.strerror(error.errno)}); choose a writable "
+        return (f"cannot write {target or 'a run file'} ({os.strerror(error.errno)}); choose a writable "
                 f"place with hydra.run.dir=<dir>")
     return None

@@ -4,6 +4,7 @@
 hydra-submitit-launcher's launchers. They submit the same way and then, instead of waiting silently:
 
 - print a line whenever the sweep's state changes (runs done, running, pending; where the logs are);
+- end with one `error:` line (exit status 2) naming each run that failed and its own error line;
 - on Slurm, stop with one clear message when a job can never start (a request larger than the
   partition: `PartitionConfig`, `PartitionTimeLimit`, ...), cancelling the sweep's jobs, and when
   `sbatch` refuses the jobs at submission (a cluster that enforces its partition limits). The
@@ -65,8 +66,25 @@ class _Following:
                 raise
             reason = next((line for line in str(error).splitlines() if "error" in line.lower()), str(error))
             _stop(f"Slurm refused the sweep's jobs at submission ({reason.strip()}); {_fix_hint()}")
-        self.follow(jobs, Path(str(init["folder"]).replace("%j", "<job id>")))
-        return [job.results()[0] for job in jobs]
+        folder = Path(str(init["folder"]).replace("%j", "<job id>"))
+        self.follow(jobs, folder)
+        return self.collect(jobs, job_overrides, initial_job_idx, folder)
+
+    @staticmethod
+    def collect(jobs, job_overrides, initial_job_idx: int, folder: Path) -> list[JobReturn]:
+        """The runs' results; a run that failed (a bad value, a crash) is one line naming it and its error,
+        not submitit's traceback around the job's whole stderr."""
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        results, failed = [], []
+        for idx, (job, overrides) in enumerate(zip(jobs, job_overrides), start=initial_job_idx):
+            try:
+                results.append(job.results()[0])
+            except (FailedJobError, UncompletedJobError):
+                failed.append(f"run #{idx} ({' '.join(filter_overrides(overrides))}): {_last_error(job)}")
+        if failed:
+            _stop(f"{len(failed)} of {len(jobs)} runs failed: {'; '.join(failed)} (job logs: {folder})")
+        return results
 
     def follow(self, jobs, folder: Path) -> None:
         shown, last_print = None, 0.0
@@ -85,6 +103,15 @@ class _Following:
 
     def check_startable(self, jobs) -> None:
         pass
+
+
+def _last_error(job) -> str:
+    """A failed job's own `error:` line (train.py's one line for bad input), else its last stderr line."""
+    lines = [line.strip() for line in (job.stderr() or "").splitlines() if line.strip()]
+    mine = [line for line in lines if line.startswith("error: ")]
+    if mine:
+        return mine[-1][len("error: "):]
+    return lines[-1] if lines else f"no output (state {job.state})"
 
 
 def _stop(message: str) -> None:
