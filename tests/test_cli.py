@@ -31,7 +31,7 @@ def test_quickstart_smoke_leaves_a_run_directory(tmp_path):
     assert results["tasks_done"] == 5 and len(results["acc_taw"]) == 5
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "metrics.csv").is_file()
     assert (run / "plots" / "acc_tag_curves.png").is_file() and (run / "train.log").is_file()
-    assert "after task 4:" in result.stdout + result.stderr + (run / "train.log").read_text()
+    assert "after task 5 of 5:" in result.stdout + result.stderr + (run / "train.log").read_text()
 
 
 def test_lightning_comes_without_torchmetrics_optional_backends():

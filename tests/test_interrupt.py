@@ -86,7 +86,9 @@ def test_a_run_whose_interruption_was_swallowed_stops_as_interrupted(tmp_path, n
     assert proc.returncode == 128 + signal.Signals[name], proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("interrupted during task 1 of 5; resume with:"), proc.stderr[-2000:]
     assert (run / "swallowed").read_text() == name  # the exception really was swallowed
-    assert not (run / "results.json").exists() or json.loads((run / "results.json").read_text())["status"] != "complete"
+    results = json.loads((run / "results.json").read_text())  # written although no task was done
+    assert (results["status"], results["tasks_done"], results["tasks_planned"]) == ("interrupted", 0, 5)
+    assert results["interrupted"] == {"signal": name, "during_task": 0}
 
 
 def test_a_handler_installed_by_someone_else_is_kept():

@@ -128,7 +128,7 @@ def _interrupted(stop: interrupt.RunInterrupted, attempt_dir: Path, run_dir: Pat
     from lifelong import report, resume  # imported by the run already
 
     if resume.is_global_zero():
-        report.mark_interrupted(stopped_dir, str(stop), where["task"])
+        report.mark_interrupted(stopped_dir, str(stop), where["task"], where["n_tasks"])
     line = interrupt.message(where["task"], where["n_tasks"], stopped_dir, where["done"])
     print(f"\n{line}", file=sys.stderr, flush=True)
     _log_line(stopped_dir, line, "WARNING")

@@ -88,9 +88,10 @@ def _pct(v) -> str:
 
 
 def format_row(summary: dict, t: int) -> str:
-    """The accuracy row after task t, as a small table (percent)."""
-    head = "        " + "".join(f"  task {u:<3}" for u in range(t + 1)) + "      avg"
-    lines = [f"after task {t}:", head]
+    """The accuracy row after task t (an index), as a small table (percent). Tasks are counted from 1
+    here, as in the progress bar and the interruption line; results.json indexes them from 0."""
+    head = "        " + "".join(f"  task {u + 1:<3}" for u in range(t + 1)) + "      avg"
+    lines = [f"after task {t + 1} of {summary['n_tasks']}:", head]
     for kind in ("taw", "tag"):
         row = summary[f"acc_{kind}"][t]
         cells = "".join(f"  {_pct(row[u])}  " for u in range(t + 1))
@@ -218,12 +219,14 @@ def write_all(run_dir: Path, results: Results, extra: dict | None = None) -> dic
     return summary
 
 
-def mark_interrupted(run_dir: Path, signal_name: str, task_index: int | None) -> None:
-    """Record in results.json (when there is one) that the run was stopped by `signal_name`."""
+def mark_interrupted(run_dir: Path, signal_name: str, task_index: int | None, n_tasks: int = 0) -> None:
+    """Record in results.json that the run was stopped by `signal_name` (during its first task, when
+    there is no results.json yet, one that says only that: no task done of `n_tasks`)."""
     path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        return
-    summary = json.loads(path.read_text())
+    if path.is_file():
+        summary = json.loads(path.read_text())
+    else:
+        summary = {"n_tasks": n_tasks, "tasks_done": 0, "tasks_planned": n_tasks}
     if summary.get("tasks_done") == summary.get("n_tasks"):
         return  # every task was done: the results are complete, whatever came after
     summary["status"] = "interrupted"

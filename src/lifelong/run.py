@@ -134,8 +134,8 @@ def restore(cfg: DictConfig, method, scenario, run_dir: Path) -> dict | None:
         method.begin_task(task)
     method.on_load_state_dict_structure(state["state_dict"])
     method.load_state_dict(state["state_dict"])
-    log.info("resumed from %s after task %d of %d", run_dir / checkpoints.LAST, state["tasks_done"] - 1,
-             len(scenario))
+    log.info("resumed from %s after task %d of %d", run_dir / checkpoints.LAST, state["tasks_done"],
+             len(scenario))  # tasks counted from 1, as the progress bar and the interruption line count them
     return state
 
 
