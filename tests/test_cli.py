@@ -298,6 +298,22 @@ def test_config_errors_come_before_the_heavy_imports(tmp_path):
     assert "lightning" not in result.stderr
 
 
+def test_a_resume_with_another_config_is_refused_before_the_heavy_imports(tmp_path, monkeypatch):
+    """The run's own .hydra/config.yaml is compared before torch is imported (the copy in last.pt used
+    to be the only check, 8-12 s later)."""
+    base = ["dataset=digits", "scenario.n_tasks=2", "epochs=1", "logger=none", "torch_threads=1"]
+    assert train(*base, f"hydra.run.dir={tmp_path}/run").returncode == 0
+    start = time.time()
+    result = train(*base, "method=ewc", f"resume={tmp_path}/run", f"hydra.run.dir={tmp_path}/attempt")
+    assert result.returncode == 2 and time.time() - start < 8, result.stderr[-2000:]
+    assert result.stderr.strip().startswith(f"error: resume={tmp_path}/run: method differs from the run being resumed")
+    assert not (tmp_path / "attempt").exists()
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import on stderr: torch must not be among them
+    traced = train(*base, "method=ewc", f"resume={tmp_path}/run", f"hydra.run.dir={tmp_path}/attempt")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    assert traced.returncode == 2 and "omegaconf" in imported and "torch" not in imported
+
+
 def test_error_line_goes_into_the_train_log_of_a_resumed_run(tmp_path):
     earlier = _fake_run(tmp_path, None)
     result = train(f"resume={earlier}", "optimizer.lr=-1", "logger=none", f"hydra.run.dir={tmp_path}/attempt")

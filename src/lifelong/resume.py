@@ -36,17 +36,13 @@ from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from lifelong import validate
+from lifelong.validate import IDENTITY_KEYS, check_same_config, identity  # noqa: F401  (light: checked before the imports too)
 from lifelong.errors import ConfigError
 
 log = logging.getLogger("lifelong")
 
 LAST = Path("checkpoints") / "last.pt"
 WANDB_ID = Path("checkpoints") / "wandb_id"
-# Config sections that define what a run computes: a resumed run must use the same values.
-IDENTITY_KEYS = ("seed", "epochs", "batch_size", "drop_last", "dataset", "scenario", "backbone", "method",
-                 "optimizer", "scheduler", "loop_limit", "memory")
-
-
 def is_global_zero() -> bool:
     """True on the process that writes reports and checkpoints (always true without DDP)."""
     return rank_zero_only.rank == 0
@@ -56,25 +52,6 @@ def has_state(run_dir: Path) -> bool:
     """Whether `run_dir` holds anything to resume from (a finished task or an epoch checkpoint)."""
     run_dir = Path(run_dir)
     return (run_dir / LAST).is_file() or any((run_dir / "checkpoints").glob("task*/*/last.ckpt"))
-
-
-def identity(cfg: DictConfig) -> dict:
-    def plain(value):
-        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-    return {k: plain(cfg.get(k)) for k in IDENTITY_KEYS}
-
-
-def check_same_config(saved: dict, cfg: DictConfig, run_dir: Path) -> None:
-    """A resumed run must compute the same thing: the keys in IDENTITY_KEYS may not change."""
-    current = identity(cfg)
-    changed = [k for k in IDENTITY_KEYS if k in saved and saved[k] != current[k]]
-    if changed:
-        first = changed[0]
-        raise ConfigError(
-            f"resume={run_dir}: {first} differs from the run being resumed (was {saved[first]!r}, now "
-            f"{current[first]!r}); resume with the same overrides as the original run (see "
-            f"{run_dir}/.hydra/overrides.yaml), or start a new run without resume=")
 
 
 def save_task_state(run_dir: Path, method, summary: dict, cfg: DictConfig, step_offset: int,

@@ -431,11 +431,50 @@ def check_paths(cfg: DictConfig, run_dir: Path | None) -> None:
             raise ConfigError(f"resume={resume} is not a run directory (no .hydra/, results.json or checkpoints/); "
                               f"give the directory an earlier run printed as `run dir:`")
         check_task_state(resume)
+        check_same_as_original(cfg, resume)
     for target in filter(None, [resume or run_dir]):
         ok, where = _writable(target)
         if not ok:
             raise ConfigError(f"cannot write the run directory {target} ({where} is read-only or not a directory); "
                               f"choose a writable place with hydra.run.dir=<dir> (or paths.output_dir=<dir>)")
+
+
+# Config sections that define what a run computes: a resumed run must use the same values.
+IDENTITY_KEYS = ("seed", "epochs", "batch_size", "drop_last", "dataset", "scenario", "backbone", "method",
+                 "optimizer", "scheduler", "loop_limit", "memory")
+
+
+def identity(cfg: DictConfig) -> dict:
+    def plain(value):
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    return {k: plain(cfg.get(k)) for k in IDENTITY_KEYS}
+
+
+def check_same_config(saved: dict, cfg: DictConfig, run_dir: Path) -> None:
+    """A resumed run must compute the same thing: the keys in IDENTITY_KEYS may not change."""
+    current = identity(cfg)
+    changed = [k for k in IDENTITY_KEYS if k in saved and saved[k] != current[k]]
+    if changed:
+        first = changed[0]
+        raise ConfigError(
+            f"resume={run_dir}: {first} differs from the run being resumed (was {saved[first]!r}, now "
+            f"{current[first]!r}); resume with the same overrides as the original run (see "
+            f"{run_dir}/.hydra/overrides.yaml), or start a new run without resume=")
+
+
+def check_same_as_original(cfg: DictConfig, run_dir: Path) -> None:
+    """Before the heavy imports: this config against the run's own composed config (`.hydra/config.yaml`,
+    as Hydra wrote it when the run started). The copy in `checkpoints/last.pt` is checked again when the
+    state is loaded; a saved config that does not resolve here is left to that check."""
+    saved_file = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved_file.is_file():
+        return
+    try:
+        saved = identity(OmegaConf.load(saved_file))
+    except Exception:  # noqa: BLE001  (an interpolation that resolves only in its own run)
+        return
+    check_same_config(saved, cfg, run_dir)
 
 
 def unreadable_checkpoint(path: Path, error: BaseException) -> ConfigError:
