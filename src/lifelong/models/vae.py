@@ -35,9 +35,9 @@ class VAE(nn.Module):
         self.q_mean = nn.Linear(volume, z_size)
         self.q_logvar = nn.Linear(volume, z_size)
         self.project = nn.Linear(z_size, volume)
-        self.decoder = nn.Sequential(  # the official hard-codes 256 and 64 here
-            nn.ConvTranspose2d(w3, 256, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(256, w1, 4, 2, 1), nn.ReLU(),
+        self.decoder = nn.Sequential(  # the official hard-codes 256 and 64 here: w3 / 2 and w1 of CIFAR_GEN
+            nn.ConvTranspose2d(w3, w3 // 2, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(w3 // 2, w1, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(w1, channels, 4, 2, 1),
         )
 
@@ -66,13 +66,15 @@ class VAE(nn.Module):
         z = torch.randn(n, self.z_size, device=self.project.weight.device)
         return torch.sigmoid(self.decode_logits(z))
 
-    def loss_terms(self, x: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss_terms(self, x: torch.Tensor, weights: torch.Tensor, weight_kl: bool = False) -> dict[str, torch.Tensor]:
         """The official `loss_function` on images `x` in [0, 1] with per-sample weights:
 
-        recon = mean_i w_i * mean_pixels BCE(x_hat_i, x_i);  kl = mean_i KL(q(z|x_i) || N(0, I)) / in_dim.
+        recon = mean_i w_i * mean_pixels BCE(x_hat_i, x_i);  kl = mean_i KL(q(z|x_i) || N(0, I)) / in_dim,
+        or mean_i w_i * KL_i / in_dim with `weight_kl` (the whole ELBO weighted per sample, as van de Ven &
+        Tolias's `rnt * loss_current + (1 - rnt) * loss_replay`; the official weights only the reconstruction).
         The BCE is taken on the logits (the same value as BCELoss after the sigmoid, without its clamp).
         """
         logits, mu, logvar = self(x)
         bce = F.binary_cross_entropy_with_logits(logits.flatten(1), x.flatten(1), reduction="none").mean(1)
-        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean() / self.in_dim
-        return {"recon": (bce * weights).mean(), "kl": kl}
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1) / self.in_dim
+        return {"recon": (bce * weights).mean(), "kl": (kl * weights).mean() if weight_kl else kl.mean()}
