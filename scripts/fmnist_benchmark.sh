@@ -25,6 +25,15 @@ overrides_for() {
         # prototype and feature-KD terms diverge at task 1 (measured: ACC_TAW 50 %, seed 0). The experiment's
         # SGD momentum key is dropped (~).
         pass) echo "optimizer=adam optimizer.lr=1e-3 ~optimizer.momentum" ;;
+        # MIND and PackNet split every weight between tasks, which needs bias-free layers; the MLP's
+        # Linear layers have biases (their ConfigError names convnet, whose convolutions are bias-free).
+        mind|packnet) echo "backbone=convnet" ;;
+        # No pretrained Fashion-MNIST weights exist here: both freeze a random network on purpose. CLR
+        # reprograms convolutions with kernel > 1, which the MLP has none of: the convnet.
+        clr) echo "backbone=convnet method.random_backbone=true" ;;
+        linear) echo "method.random_backbone=true" ;;
+        # SSRE expands and merges parallel branches beside convolutions: its own ResNet-32 layout.
+        ssre) echo "backbone=resnet32_rep" ;;
         *) echo "" ;;
     esac
 }
