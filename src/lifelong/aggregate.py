@@ -255,22 +255,30 @@ def plot_curves(rows: list[Row], path: Path) -> Path | None:
     drawn = [(row, label) for row, label in zip(rows, short_labels(rows)) if row.curves]
     if not drawn:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for row, label in drawn:
+    # Beyond ten lines the default colours repeat: 20 colours, and a marker and dash per group of them.
+    colours = plt.get_cmap("tab20" if len(drawn) > 10 else "tab10").colors
+    markers, dashes = "osD^v", ("-", "--", ":", "-.")
+    fig, ax = plt.subplots(figsize=(6.4 + (2.6 if len(drawn) > 6 else 0), 4.2))
+    for i, (row, label) in enumerate(drawn):
         n = min(len(c) for c in row.curves)
         per_task = [[100 * c[t] for c in row.curves if c[t] is not None] for t in range(n)]
         mean = [sum(v) / len(v) for v in per_task]
         std = [math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
                for v, m in zip(per_task, mean)]
         tasks = list(range(1, n + 1))
-        (line,) = ax.plot(tasks, mean, marker="o", label=f"{label} ({len(row.curves)} seeds)")
+        colour = colours[i % len(colours)]
+        ax.plot(tasks, mean, color=colour, marker=markers[i % len(markers)],
+                linestyle=dashes[(i // len(colours)) % len(dashes)], label=f"{label} ({len(row.curves)} seeds)")
         ax.fill_between(tasks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        color=line.get_color(), alpha=0.2, linewidth=0)
+                        color=colour, alpha=0.12 if len(drawn) > 6 else 0.2, linewidth=0)
     ax.set_xlabel("tasks learnt")
     ax.set_ylabel("average TAG accuracy over seen tasks (%)")
     ax.set_xticks(range(1, max(min(len(c) for c in r.curves) for r, _ in drawn) + 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if len(drawn) > 6:  # many lines: the legend beside the axes, not over the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
