@@ -162,7 +162,7 @@ class DGR(ContinualMethod):
         for optimizer in optimizers:
             optimizer.step()
         generator_optimizer = optimizers[1]
-        for _ in range(self.generator_steps - 1):  # the VAE alone, each time on freshly replayed images
+        for _ in range(self.loop_length(self.generator_steps) - 1):  # the VAE alone, on fresh replay (debug=smoke: none)
             generator_optimizer.zero_grad()
             self.manual_backward(self.generator_loss(*batch))
             generator_optimizer.step()
