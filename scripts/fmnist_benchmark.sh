@@ -32,6 +32,8 @@ overrides_for() {
         # reprograms convolutions with kernel > 1, which the MLP has none of: the convnet.
         clr) echo "backbone=convnet method.random_backbone=true" ;;
         linear) echo "method.random_backbone=true" ;;
+        # DGR's VAE halves the image three times: padded to 32x32 as van de Ven et al.'s MNIST32 (Pad(2)).
+        dgr) echo "dataset.pad=2 dataset.image_size=32" ;;
         # SSRE expands and merges parallel branches beside convolutions: its own ResNet-32 layout.
         ssre) echo "backbone=resnet32_rep" ;;
         *) echo "" ;;

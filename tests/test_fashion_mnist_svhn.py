@@ -9,7 +9,7 @@ import torch
 
 from lifelong.data import datasets
 from lifelong.data.datasets import DEBIAN_FASHION_MNIST, load_dataset, read_idx
-from lifelong.errors import DatasetNotFound
+from lifelong.errors import ConfigError, DatasetNotFound
 
 
 def write_fashion_mnist(folder, n_train=12, n_test=6, seed=0):
@@ -102,3 +102,30 @@ def test_svhn_loader_reads_the_mat_files(tmp_path, monkeypatch):
     x, y = written["test"]
     assert test.y.tolist() == [int(v) % 10 for v in y[:, 0]]
     assert torch.equal(test.x[1], torch.from_numpy(x[..., 1]).permute(2, 0, 1))  # channels first, same pixels
+
+
+def test_pad_adds_a_black_border_and_names_the_image_size_to_set(tmp_path, no_debian_copy):
+    """`dataset.pad=2` (van de Ven et al.'s MNIST32): 28x28 -> 32x32, pixels unchanged inside, zeros around."""
+    written = write_fashion_mnist(tmp_path / "FashionMNIST" / "raw")
+    options = {"name": "fashion_mnist", "pad": 2, "image_size": 32}
+    train, test = load_dataset("fashion_mnist", tmp_path, download=False, options=options)
+    assert train.x.shape == (12, 1, 32, 32) and test.x.shape == (6, 1, 32, 32) and train.x.dtype == torch.uint8
+    images, labels = written["train"]
+    assert torch.equal(train.x[:, 0, 2:30, 2:30], torch.from_numpy(images)) and train.y.tolist() == labels.tolist()
+    border = train.x.clone()
+    border[:, :, 2:30, 2:30] = 0
+    assert border.sum() == 0
+    with pytest.raises(ConfigError, match=r"dataset.pad=2 makes 32x32 images but dataset.image_size=28: "
+                                          r"add dataset.image_size=32"):
+        load_dataset("fashion_mnist", tmp_path, download=False, options=dict(options, image_size=28))
+
+
+def test_dgr_runs_on_padded_fashion_mnist_through_the_runner(run, tmp_path, no_debian_copy):
+    """DGR's VAE needs a side divisible by 8: 28 px is refused, `dataset.pad=2 dataset.image_size=32` runs."""
+    write_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw", n_train=40, n_test=20)
+    common = ("dataset=fashion_mnist", f"paths.data_root={tmp_path / 'data'}", "method=dgr", "method.z_size=32",
+              "scenario.n_tasks=2", "scenario.nc_first_task=null")
+    with pytest.raises(Exception, match="dataset.pad=2 dataset.image_size=32"):  # Hydra wraps the ConfigError
+        run(*common)
+    summary, _ = run(*common, "dataset.pad=2", "dataset.image_size=32")
+    assert summary["tasks_done"] == 2 and len(summary["acc_tag"][1]) == 2

@@ -256,4 +256,23 @@ def load_dataset(name: str, root: str | Path, download: bool = True, options=Non
     extra = {k: options[k] for k in CONFIGURED.get(name, ()) if options is not None and k in options}
     if getattr(loader, "wants_config", False):
         extra["config"] = options
-    return loader(Path(root).expanduser().absolute(), download=download, **extra)
+    train, test = loader(Path(root).expanduser().absolute(), download=download, **extra)
+    pad = int(options.get("pad", 0) or 0) if options is not None else 0
+    if pad:
+        train, test = padded(train, pad, options), padded(test, pad, options)
+    return train, test
+
+
+def padded(images: ImageSet, pad: int, options) -> ImageSet:
+    """`dataset.pad`: a black border of `pad` pixels around every image, added once at load (van de Ven
+    et al.'s MNIST is `transforms.Pad(2)`: 28x28 -> 32x32). `dataset.image_size` must name the result."""
+    if pad < 0:
+        raise ConfigError(f"dataset.pad={pad} must be >= 0 (a border in pixels)")
+    if not isinstance(images, ImageSet):
+        raise ConfigError(f"dataset.pad={pad} pads in-memory images; dataset={options.get('name')} is "
+                          f"file-backed: set dataset.image_size instead")
+    side = images.x.shape[-1] + 2 * pad
+    if options.get("image_size") != side:
+        raise ConfigError(f"dataset.pad={pad} makes {side}x{side} images but dataset.image_size="
+                          f"{options.get('image_size')}: add dataset.image_size={side}")
+    return ImageSet(torch.nn.functional.pad(images.x, (pad, pad, pad, pad)), images.y, images.class_names)

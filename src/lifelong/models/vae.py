@@ -21,7 +21,8 @@ class VAE(nn.Module):
         super().__init__()
         if image_size % 8 or image_size < 8:
             raise ConfigError(f"dataset.image_size={image_size}: DGR's VAE halves the image three times; "
-                              "use a dataset whose image size is a multiple of 8 (digits 8, CIFAR 32)")
+                              "use a dataset whose image size is a multiple of 8 (digits 8, CIFAR 32), or pad MNIST and "
+                              "Fashion-MNIST to 32: dataset.pad=2 dataset.image_size=32")
         self.image_size, self.channels, self.z_size = image_size, channels, z_size
         self.feature_size = image_size // 8
         w1, w2, w3 = widths
