@@ -15,8 +15,10 @@ LWF_SYNTHETIC_DIGITS = ("method=lwf_synthetic", "method.ce_scope=current", "meth
 @pytest.mark.parametrize("method, pair, margin", [
     # MLP, 10 epochs; seeds 0-2: 30 to 60 points above finetune
     (DGR_DIGITS, ("epochs=10",), 0.25),
-    # convnet, 4 epochs; seeds 0-2: 11 to 24 points above finetune
-    (LWF_SYNTHETIC_DIGITS, ("backbone=convnet", "batch_size=32", "epochs=4"), 0.1),
+    # convnet, 4 epochs; seeds 0-2: 11 to 24 points above finetune in the install of 2026-12-01; a fresh
+    # install (torch 2.14.1, numpy 2.4.6, scikit-learn 1.9.1) gives seed 0 24.81 against 19.63, with
+    # the code of that day too: the margin is the smaller one
+    (LWF_SYNTHETIC_DIGITS, ("backbone=convnet", "batch_size=32", "epochs=4"), 0.04),
 ], ids=["dgr", "lwf_synthetic"])
 def test_replay_baselines_beat_finetune_on_split_digits(run, method, pair, margin):
     """Cold start, 5 tasks of 2 digits, the pair on the same backbone, optimizer and epochs: the replayed
