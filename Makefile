@@ -2,19 +2,26 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Exact versions for every package (pip constraints); `make install CONSTRAINTS=` installs from
+# pyproject.toml's ranges alone (e.g. on Python 3.10, which numpy 2.4 no longer supports).
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: help install fashion-mnist test test-fast quickstart bench gpu-bench gpu-bench-dry fmnist-benchmark clean
+.PHONY: help install lock fashion-mnist test test-fast quickstart bench gpu-bench gpu-bench-dry fmnist-benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install lifelong with everything it needs
+install: $(STAMP)  ## create .venv and install lifelong with everything it needs, at constraints.txt's versions
+
+lock: $(STAMP)  ## after upgrading .venv on purpose: write its versions to constraints.txt
+	@{ sed -n '1,/^# Refresh/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && touch $(STAMP)
 
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
