@@ -56,6 +56,18 @@ def test_mean_std_and_missing_seeds(tmp_path):
     assert "2/3 tasks" in joint.incomplete[0]
 
 
+def test_symlinked_runs_from_several_sweeps_aggregate_together(tmp_path):
+    root = sweep(tmp_path)
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    for name in ("0_run", "1_run", "2_run", "3_run"):
+        (gathered / name).symlink_to(root / name, target_is_directory=True)
+    (gathered / "loop").symlink_to(gathered, target_is_directory=True)  # walked once, not forever
+    rows = {row.config: row for row in aggregate(gathered)}
+    assert list(rows) == ["method=lwf", "method=ewc"]
+    assert sorted(rows["method=lwf"].seeds) == [0, 1, 2] and rows["method=ewc"].seeds == [0]
+
+
 def test_script_prints_and_writes_markdown_and_csv(tmp_path):
     root = sweep(tmp_path)
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(root)],

@@ -75,10 +75,21 @@ def run_identity(run_dir: Path) -> tuple[str, object]:
 
 
 def find_runs(sweep_dir: Path) -> list[Path]:
-    """Every run directory under `sweep_dir`: those with a .hydra/ folder or a results.json."""
-    sweep_dir = Path(sweep_dir)
-    found = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
-    found |= {p.parent for p in sweep_dir.rglob("results.json")}
+    """Every run directory under `sweep_dir`: those with a .hydra/ folder or a results.json.
+
+    Symbolic links are followed, so a folder of links to runs from several sweeps aggregates as one."""
+    found, seen = set(), set()
+    for folder, subfolders, files in os.walk(sweep_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree (or a second link to the same run): walk it once
+            subfolders.clear()
+            continue
+        seen.add(real)
+        folder = Path(folder)
+        if "results.json" in files:
+            found.add(folder)
+        if folder.name == ".hydra" and "overrides.yaml" in files:
+            found.add(folder.parent)
     # Lightning's DDP ranks keep their own .hydra copies inside the run dir: not runs of their own.
     found = {p for p in found if not p.name.startswith(".pl_hydra")}
     return sorted(found, key=_natural)
