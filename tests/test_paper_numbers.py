@@ -118,3 +118,48 @@ def test_the_facil_experiment_records_the_survey_numbers_quoted_in_its_issues(tm
     text = to_markdown(aggregate(tmp_path / "sweep"))
     line = next(l for l in text.splitlines() if "memory=none method=lwf" in l and "30.20" in l)
     assert "| final_avg_acc_tag | 25.00 | 30.20 | -5.20 |" in line  # one seed: no std
+
+
+def test_the_abd_table_matches_every_row_of_its_documented_sweeps(tmp_path):
+    """Each row of ABD's README table is reached by the command the experiment file gives for it:
+    UB by joint_reinit (the oracle), DGR only with its script's weight decay 0."""
+    def entry(name, *overrides):
+        overrides = ["experiment=abd_cifar100", "scenario.n_tasks=20", *overrides]
+        write_run(tmp_path / name, compose_config(tmp_path / "unused", *overrides), overrides, [0.1], [0.1])
+        return paper_entry(tmp_path / name)
+
+    assert entry("ub", "method=joint_reinit")["mean"] == 69.9
+    assert entry("joint", "method=joint") is None  # joint continues from the current model: not the oracle
+    assert (entry("dgr", "method=dgr", "optimizer.weight_decay=0")["mean"]) == 4.1
+    assert entry("dgr_wd", "method=dgr") is None  # the sweep's weight decay 2e-4: not DGR's script
+    for method, mean in [("finetune", 4.4), ("lwf", 4.7), ("lwf_mc", 7.7), ("deepinversion", 5.7), ("abd", 20.0)]:
+        assert entry(method, f"method={method}")["mean"] == mean
+
+
+def _has(config: dict, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_every_paper_entry_names_a_method_and_config_keys_that_exist(tmp_path):
+    """A typo in a `paper:` block (a method option or a setting key that does not exist) would silently
+    match no run: every entry of every experiment file composes with its method and finds its keys."""
+    checked = 0
+    for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        block = (yaml.safe_load(path.read_text()) or {}).get("paper") or {}
+        assert not block or {"source", "metric", "results"} <= set(block), path.name
+        for entry in block.get("results") or []:
+            assert (ROOT / "conf" / "method" / f"{entry['method']}.yaml").is_file(), (path.name, entry)
+            # with and without a memory: `memory._target_` exists only where memory= names one
+            configs = [OmegaConf.to_container(compose_config(
+                tmp_path / "unused", f"experiment={path.stem}", f"method={entry['method']}", *memory), resolve=False)
+                for memory in ([], ["memory=random"])]
+            for key in entry.get("setting") or {}:
+                assert any(_has(cfg, key) for cfg in configs), (path.name, entry["method"], key)
+            assert isinstance(entry["mean"], (int, float)) and 0 <= entry["mean"] <= 100
+            checked += 1
+    assert checked >= 35  # ABD's two tables (12 + 21 entries) and FACIL's two quoted numbers
