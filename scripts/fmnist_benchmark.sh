@@ -28,10 +28,10 @@ overrides_for() {
         # MIND and PackNet split every weight between tasks, which needs bias-free layers; the MLP's
         # Linear layers have biases (their ConfigError names convnet, whose convolutions are bias-free).
         mind|packnet) echo "backbone=convnet" ;;
-        # No pretrained Fashion-MNIST weights exist here: both freeze a random network on purpose. CLR
-        # reprograms convolutions with kernel > 1, which the MLP has none of: the convnet.
+        # No pretrained Fashion-MNIST weights exist here: CLR, linear and feature_extraction freeze a random
+        # network on purpose. CLR reprograms convolutions with kernel > 1, which the MLP has none of: the convnet.
         clr) echo "backbone=convnet method.random_backbone=true" ;;
-        linear) echo "method.random_backbone=true" ;;
+        linear|feature_extraction) echo "method.random_backbone=true" ;;
         # DGR's VAE halves the image three times: padded to 32x32 as van de Ven et al.'s MNIST32 (Pad(2)).
         dgr) echo "dataset.pad=2 dataset.image_size=32" ;;
         # SSRE expands and merges parallel branches beside convolutions: its own ResNet-32 layout, and its
